@@ -1,0 +1,1 @@
+"""Automatic image colorization: DVC pipeline, Keras models, MLflow tracking, Optuna tuning."""
