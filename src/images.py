@@ -1,0 +1,114 @@
+"""Decode photos robustly: every file becomes a BGR uint8 image or a stated reason to skip it."""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from src.colour import mean_chroma
+
+Image.MAX_IMAGE_PIXELS = None  # the pixel limit is ours (max_pixels), checked from the header
+
+
+class Skip(Exception):
+    """A file that cannot or should not be used; the message is the recorded reason."""
+
+
+@dataclass(frozen=True)
+class Photo:
+    bgr: np.ndarray  # uint8 (h, w, 3), EXIF orientation applied
+    width: int  # as declared by the file
+    height: int
+
+
+def _declared_size(buf: np.ndarray) -> tuple[int, int, str]:
+    """(width, height, format) from the header alone, without decoding pixels."""
+    try:
+        with Image.open(io.BytesIO(buf.tobytes())) as im:
+            return im.width, im.height, (im.format or "").upper()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise Skip(f"not an image: {type(exc).__name__}") from exc
+
+
+def _looks_truncated(buf: np.ndarray, fmt: str) -> bool:
+    """JPEG and PNG carry end markers; OpenCV silently decodes a cut file with gray or garbage rows."""
+    tail = buf[-4096:].tobytes()
+    if fmt == "JPEG":
+        return b"\xff\xd9" not in tail  # EOI; scan data stuffs 0xFF as FF00, so FFD9 cannot occur inside it
+    if fmt == "PNG":
+        return b"IEND" not in tail
+    return False
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return np.round(img / 257.0).astype(np.uint8)
+    if np.issubdtype(img.dtype, np.floating):
+        return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
+    raise Skip(f"unsupported sample type {img.dtype}")
+
+
+def decode(buf: np.ndarray, max_pixels: int) -> Photo:
+    """Bytes of an image file -> Photo, or raise Skip with the reason."""
+    if buf.size == 0:
+        raise Skip("empty file")
+    width, height, fmt = _declared_size(buf)
+    if width * height > max_pixels:
+        raise Skip(f"too large: {width}x{height} exceeds {max_pixels} pixels")
+    if _looks_truncated(buf, fmt):
+        raise Skip(f"truncated {fmt} file")
+    try:
+        with warnings.catch_warnings():
+            # IMREAD_COLOR applies EXIF orientation, converts gray/palette/CMYK/RGBA to BGR; ANYDEPTH keeps 16-bit
+            img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    except cv2.error as exc:
+        raise Skip(f"undecodable: {str(exc).strip().splitlines()[-1]}") from exc
+    if img is None or img.ndim != 3 or img.shape[2] != 3:
+        raise Skip(f"undecodable {fmt or 'image'} file")
+    return Photo(_to_uint8(img), width, height)
+
+
+def read(path: Path, max_pixels: int) -> Photo:
+    return decode(np.fromfile(path, dtype=np.uint8), max_pixels)
+
+
+def check_colour(bgr: np.ndarray, gray_threshold: float) -> float:
+    """Mean chroma of a photo; raise Skip for grayscale (exactly gray) and near-gray photos."""
+    small = cv2.resize(bgr, (64, 64), interpolation=cv2.INTER_AREA) if min(bgr.shape[:2]) > 64 else bgr
+    chroma = mean_chroma(small)
+    if chroma == 0.0:
+        raise Skip("grayscale")
+    if chroma < gray_threshold:
+        raise Skip(f"near-gray: mean chroma {chroma:.2f} < {gray_threshold}")
+    return chroma
+
+
+def square_crops(bgr: np.ndarray, tile: int) -> list[np.ndarray]:
+    """Centre square crop (tile=0), or the centred grid of non-overlapping tile x tile crops."""
+    h, w = bgr.shape[:2]
+    if tile <= 0 or min(h, w) < tile:
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        return [bgr[top : top + side, left : left + side]]
+    ny, nx = h // tile, w // tile
+    top, left = (h - ny * tile) // 2, (w - nx * tile) // 2
+    return [
+        bgr[top + r * tile : top + (r + 1) * tile, left + c * tile : left + (c + 1) * tile]
+        for r in range(ny)
+        for c in range(nx)
+    ]
+
+
+def resize_square(bgr: np.ndarray, size: int) -> np.ndarray:
+    """Square image -> size x size; area averaging when shrinking avoids aliasing."""
+    if bgr.shape[0] == size:
+        return bgr
+    interpolation = cv2.INTER_AREA if bgr.shape[0] > size else cv2.INTER_CUBIC
+    return cv2.resize(bgr, (size, size), interpolation=interpolation)

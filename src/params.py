@@ -1,0 +1,139 @@
+"""Typed, frozen views of params.yaml: one dataclass per stage section.
+
+Only entry points read the raw YAML; everything else receives these objects.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from src.paths import PARAMS_FILE
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DownloadParams:
+    source: Literal["samples", "folder", "url"] = "samples"
+    folder: str = ""  # local folder of images, searched recursively (source: folder)
+    url: str = ""  # http(s) .tar/.tar.gz/.zip archive (source: url)
+    sha256: str = ""  # expected checksum of the archive; required for source: url
+
+
+@dataclass(frozen=True)
+class HsvSplitParams:
+    image_size: int = 64  # side of the stored square images, px
+    tile: int = 0  # cut each photo into tiles of this many px; 0 keeps the whole photo (centre crop)
+    min_size: int = 32  # skip photos whose short side is below this, px
+    max_pixels: int = 89_478_485  # skip photos declaring more pixels (decompression bombs)
+    gray_threshold: float = 6.0  # skip photos whose mean chroma (max-min of RGB, 0..255) is below
+    workers: int = 0  # processes; 0 = all cores
+    part_records: int = 2048  # records buffered per output part (bounds memory)
+
+
+@dataclass(frozen=True)
+class ShardParams:
+    val_ratio: float = 0.1
+    test_ratio: float = 0.1
+    shard_records: int = 1024  # records per shard file
+    salt: str = "colorizer"  # split hash salt: changing it reshuffles every photo
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    arch: Literal["unet", "seed"] = "unet"
+    encoder: Literal["light", "resnet50"] = "light"  # unet only
+    encoder_widths: tuple[int, ...] = (32, 64, 128)  # light encoder: filters per level
+    decoder_widths: tuple[int, ...] = (64, 32, 16)  # unet: filters per decoder level, deep to shallow
+    gray: Literal["luma", "v"] = "luma"  # what the input channel holds
+    target: Literal["hs", "chroma"] = "chroma"  # what the two output channels encode
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    model: ModelParams = field(default_factory=ModelParams)
+    seed: int = 42
+    epochs: int = 10
+    batch_size: int = 32
+    optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
+    learning_rate: float = 1e-3
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    loss: Literal["mse", "l1", "huber"] = "mse"  # reported metric is RMSE regardless
+    saturation_weight: float = 0.0  # extra loss weight on saturated pixels (0 = plain loss)
+    flip: bool = True  # random horizontal flips
+    crop: int = 0  # random crops of this size in training, px; 0 = none
+    patience: int = 5  # early-stopping patience on val RMSE, epochs
+    steps_per_epoch: int = 0  # 0 = one pass over the training split
+    mixed_precision: bool = False  # GPU: float16 compute, float32 head
+    jit_compile: bool = False  # XLA
+    sample_every: int = 1  # log a sample grid every N epochs
+    sample_count: int = 6  # validation images in the sample grid
+    tracking_uri: str = ""  # empty: $MLFLOW_TRACKING_URI, else sqlite mlflow.db at the repo root
+    experiment: str = "colorizer"
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    image_size: int = 256  # evaluation resolution of the extra folder (colour.md protocol)
+    extra_folder: str = ""  # optional folder of colour photos to report on (e.g. ../shared/data/cbsd68)
+    batch_size: int = 16
+    samples: int = 6  # rows in the sample grid
+    gate_tolerance: float = 0.5  # CI gate: eval_rmse may exceed the committed baseline by this (0..255 units)
+    register_as: str = "colorizer"  # MLflow registered model name; empty disables registration
+
+
+def _coerce(cls: type[T], raw: dict[str, Any] | None) -> T:
+    """Build dataclass `cls` from a dict, refusing unknown keys and converting lists to tuples."""
+    raw = dict(raw or {})
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}; known: {sorted(known)}")
+    kwargs = {}
+    for name, value in raw.items():
+        default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else known[name].default  # type: ignore[misc]
+        if dataclasses.is_dataclass(default):
+            value = _coerce(type(default), value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+SECTIONS = {
+    "download": DownloadParams,
+    "hsv_split": HsvSplitParams,
+    "shard": ShardParams,
+    "train": TrainParams,
+    "evaluate": EvaluateParams,
+}
+
+
+def load_raw(path: Path = PARAMS_FILE) -> dict[str, Any]:
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def load(section: str, path: Path = PARAMS_FILE) -> Any:
+    """The typed params of one stage section of params.yaml."""
+    return _coerce(SECTIONS[section], load_raw(path).get(section))
+
+
+def from_dict(section: str, raw: dict[str, Any]) -> Any:
+    return _coerce(SECTIONS[section], raw)
+
+
+def as_flat_dict(params: Any, prefix: str = "") -> dict[str, Any]:
+    """{'model.arch': 'unet', ...}: a flat view for MLflow params."""
+    out: dict[str, Any] = {}
+    for f in fields(params):
+        value = getattr(params, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(as_flat_dict(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = value
+    return out

@@ -1,0 +1,74 @@
+"""Input pipelines from shards: tf.data for training (TF only here), plain numpy for evaluation and other backends.
+
+Both yield (gray, target): gray float32 (n, s, s, 1) in [0, 1]; target float32 (n, s, s, 2) in the model's
+encoding (src/colour.py), so the maths is the same on both paths.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from src import colour
+from src.shards import ShardSet
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    gray: colour.Gray = "luma"
+    target: colour.Target = "chroma"
+
+
+def arrays(records: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 records (n, s, s, 4) -> (gray, target) numpy arrays."""
+    return colour.gray_input(records, spec.gray), colour.record_target(records, spec.target)
+
+
+def dataset(
+    shards: ShardSet,
+    split: str,
+    spec: InputSpec,
+    batch_size: int,
+    *,
+    training: bool = False,
+    seed: int = 0,
+    flip: bool = False,
+    crop: int = 0,
+    limit: int = 0,
+):
+    """tf.data pipeline over one split: parallel reads, seeded shuffle and augmentation when training.
+
+    Augmentation uses stateless random ops keyed by (seed, batch number), so runs are repeatable.
+    """
+    import tensorflow as tf
+    import tensorflow.experimental.numpy as tnp
+
+    size = shards.image_size
+    record_bytes = int(np.prod(shards.record_shape))
+    files = [str(f) for f in shards.files(split)]
+    ds = tf.data.Dataset.from_tensor_slices((files, np.array(shards.headers(split), np.int64)))
+    ds = ds.interleave(
+        lambda f, h: tf.data.FixedLengthRecordDataset(f, record_bytes, header_bytes=h),
+        cycle_length=min(len(files), 8),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    if limit:
+        ds = ds.take(limit)
+    if training:
+        ds = ds.shuffle(min(shards.count(split), 10_000), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def decode(batch_number, raw):
+        records = tf.reshape(tf.io.decode_raw(raw, tf.uint8), [-1, size, size, 4])
+        if training and flip:
+            coin = tf.random.stateless_uniform([tf.shape(records)[0]], seed=[seed, batch_number]) < 0.5
+            records = tf.where(coin[:, None, None, None], tf.reverse(records, axis=[2]), records)
+        if training and crop:
+            records = tf.image.stateless_random_crop(
+                records, [tf.shape(records)[0], crop, crop, 4], seed=[seed + 1, batch_number]
+            )
+        return colour.gray_input(records, spec.gray, tnp), colour.record_target(records, spec.target, tnp)
+
+    ds = ds.enumerate().map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)

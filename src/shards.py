@@ -1,0 +1,79 @@
+"""The shard format: plain .npy files of uint8 records (n, size, size, 4), channels H, S, V, Y.
+
+Chosen because numpy reads a shard with np.load(mmap_mode="r") and tf.data streams the same bytes as fixed-length
+records (FixedLengthRecordDataset with the .npy header skipped) with parallel reads and no parsing; see README.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+MANIFEST = "manifest.json"
+
+
+def split_of(photo: str, salt: str, val_ratio: float, test_ratio: float) -> str:
+    """Stable split of one source photo: depends only on its own hash, so adding photos never moves others."""
+    u = int.from_bytes(hashlib.sha256(f"{salt}:{photo}".encode()).digest()[:8], "big") / 2**64
+    if u < test_ratio:
+        return "test"
+    if u < test_ratio + val_ratio:
+        return "val"
+    return "train"
+
+
+def order_key(salt: str, photo: str, tile: int) -> str:
+    """Seeded, stable order of records inside a split (mixes photos across shards)."""
+    return hashlib.sha256(f"{salt}:order:{photo}:{tile}".encode()).hexdigest()
+
+
+def header_bytes(path: Path) -> int:
+    """Length of the .npy header: the offset of the first record."""
+    with open(path, "rb") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        read_header(f)
+        return f.tell()
+
+
+@dataclass(frozen=True)
+class ShardSet:
+    """A shard folder as described by its manifest."""
+
+    root: Path
+    manifest: dict
+
+    @classmethod
+    def open(cls, root: Path | str) -> "ShardSet":
+        root = Path(root)
+        path = root / MANIFEST
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: run the shard stage first (dvc repro shard)")
+        return cls(root, json.loads(path.read_text()))
+
+    @property
+    def record_shape(self) -> tuple[int, int, int]:
+        return tuple(self.manifest["record_shape"])  # type: ignore[return-value]
+
+    @property
+    def image_size(self) -> int:
+        return self.record_shape[0]
+
+    def count(self, split: str) -> int:
+        return self.manifest["splits"][split]["records"]
+
+    def files(self, split: str) -> list[Path]:
+        return [self.root / s["file"] for s in self.manifest["splits"][split]["shards"]]
+
+    def headers(self, split: str) -> list[int]:
+        return [s["header_bytes"] for s in self.manifest["splits"][split]["shards"]]
+
+    def load(self, split: str, limit: int = 0) -> np.ndarray:
+        """All records of a split as one uint8 array (memory-mapped shards, copied once)."""
+        parts = [np.load(f, mmap_mode="r") for f in self.files(split)]
+        array = np.concatenate(parts) if parts else np.zeros((0, *self.record_shape), np.uint8)
+        return array[:limit] if limit else array

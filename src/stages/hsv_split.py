@@ -1,0 +1,160 @@
+"""Stage `hsv-split`: decode every raw file, crop/resize, store H,S targets with V and luma gray inputs.
+
+    python -m src.stages.hsv_split            # uses params.yaml: hsv_split.*
+
+Output data/hsv/: part-NNNNN.npy uint8 arrays (n, size, size, 4) with channels H (0..179), S, V, Y (luma), and
+records.csv naming each record's source file and photo hash. Every input file gets one row in
+reports/hsv_split.csv (used or skipped, with the reason); counts go to reports/hsv_split.json (a DVC metric).
+Runs on all cores; memory is bounded by hsv_split.part_records whatever the number of files.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import multiprocessing as mp
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from src import images, params
+from src.colour import bgr_to_record
+from src.files import atomic_path, write_json
+from src.params import HsvSplitParams
+from src.paths import HSV_DIR, HSV_METRICS, HSV_REPORT, RAW_DIR
+
+log = logging.getLogger(__name__)
+WINDOW_PER_WORKER = 64  # files in flight per worker: keeps finished-but-unwritten results bounded
+
+
+@dataclass(frozen=True)
+class Result:
+    row: dict
+    records: np.ndarray | None  # uint8 (n, size, size, 4)
+
+
+def process_file(path: Path, root: Path, p: HsvSplitParams) -> Result:
+    """One raw file -> its records, or a skip reason. Never raises: anything unexpected is recorded."""
+    row: dict = {"file": path.relative_to(root).as_posix(), "status": "skipped", "reason": "", "width": 0,
+                 "height": 0, "photo": "", "chroma": np.nan, "records": 0}
+    try:
+        buf = np.fromfile(path, dtype=np.uint8)
+        row["photo"] = hashlib.sha256(buf.tobytes()).hexdigest()[:16]
+        photo = images.decode(buf, p.max_pixels)
+        row["width"], row["height"] = photo.width, photo.height
+        if min(photo.bgr.shape[:2]) < p.min_size:
+            raise images.Skip(f"too small: {photo.bgr.shape[1]}x{photo.bgr.shape[0]} below {p.min_size} px")
+        row["chroma"] = round(images.check_colour(photo.bgr, p.gray_threshold), 3)
+        crops = images.square_crops(photo.bgr, p.tile)
+        records = np.stack([bgr_to_record(images.resize_square(c, p.image_size)) for c in crops])
+        row.update(status="used", records=len(records))
+        return Result(row, records)
+    except images.Skip as skip:
+        row["reason"] = str(skip)
+    except Exception as exc:  # noqa: BLE001 - a bad file must never stop the stage
+        row["reason"] = f"error: {type(exc).__name__}: {exc}"
+    return Result(row, None)
+
+
+def _results(files: list[Path], root: Path, p: HsvSplitParams, workers: int) -> Iterator[Result]:
+    work = partial(process_file, root=root, p=p)
+    if workers <= 1:
+        yield from map(work, files)
+        return
+    window = WINDOW_PER_WORKER * workers
+    # spawn: no forked copies of whatever the parent imported; each worker uses one OpenCV thread
+    with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+        for start in range(0, len(files), window):
+            yield from pool.imap(work, files[start : start + window], chunksize=4)
+
+
+def _init_worker() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+class PartWriter:
+    """Buffers records and writes them as numbered .npy parts of at most `part_records` records."""
+
+    def __init__(self, out: Path, part_records: int):
+        self.out, self.part_records = out, part_records
+        self.buffer: list[np.ndarray] = []
+        self.buffered = 0
+        self.parts = 0
+        self.index: list[dict] = []
+
+    def add(self, file: str, photo: str, records: np.ndarray) -> None:
+        for tile, record in enumerate(records):
+            self.index.append({"file": file, "photo": photo, "tile": tile, "part": self.parts, "offset": self.buffered})
+            self.buffer.append(record)
+            self.buffered += 1
+            if self.buffered == self.part_records:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.buffered:
+            np.save(self.out / f"part-{self.parts:05d}.npy", np.stack(self.buffer))
+            self.parts += 1
+            self.buffer, self.buffered = [], 0
+
+
+def list_files(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} does not exist: run the download stage first (dvc repro download)")
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def run(p: HsvSplitParams, raw: Path = RAW_DIR, out: Path = HSV_DIR, report: Path = HSV_REPORT,
+        metrics: Path = HSV_METRICS) -> pd.DataFrame:
+    """Process every file under `raw`; returns the per-file report."""
+    files = list_files(raw)
+    workers = p.workers or os.cpu_count() or 1
+    rows = []
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        writer = PartWriter(tmp, p.part_records)
+        for result in tqdm(_results(files, raw, p, workers), total=len(files), desc="hsv-split", unit="file"):
+            rows.append(result.row)
+            if result.records is not None:
+                writer.add(result.row["file"], result.row["photo"], result.records)
+        writer.flush()
+        if not writer.index:
+            raise RuntimeError(f"no usable photo among {len(files)} files in {raw}; see the reasons in {report}")
+        pd.DataFrame(writer.index).to_csv(tmp / "records.csv", index=False)
+    table = pd.DataFrame(rows, columns=list(rows[0]) if rows else None)
+    with atomic_path(report) as tmp:
+        table.to_csv(tmp, index=False)
+    write_json(metrics, summarise(table))
+    counts = table["status"].value_counts().to_dict()
+    log.info("hsv-split: %d files, %s, %d records", len(table), counts, int(table["records"].sum()))
+    return table
+
+
+def summarise(table: pd.DataFrame) -> dict:
+    """Counts for the DVC metric: files by status and by skip-reason kind (text before the first ':')."""
+    skipped = table[table["status"] == "skipped"]
+    kinds = skipped["reason"].str.split(":").str[0].value_counts().sort_index()
+    return {
+        "files": int(len(table)),
+        "used": int((table["status"] == "used").sum()),
+        "skipped": int(len(skipped)),
+        "records": int(table["records"].sum()),
+        "skipped_by_reason": {str(k): int(v) for k, v in kinds.items()},
+    }
+
+
+def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    run(params.load("hsv_split"))
+
+
+if __name__ == "__main__":
+    main()
