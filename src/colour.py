@@ -3,8 +3,9 @@
 Facts (../shared/docs/colour.md): OpenCV's uint8 hue is 0..179 (degrees / 2) and circular; a black-and-white
 photo records luma (Rec.601 Y = 0.299 R + 0.587 G + 0.114 B), not HSV's V = max(R, G, B).
 
-Stored records are uint8 arrays (..., 4) with channels H, S, V, Y. Encodings work on numpy arrays and, via
-`xp=tf.experimental.numpy`, on tensors inside tf.data, so the maths is written once.
+Stored records are uint8 arrays (..., 4) with channels H, S, V, Y. Models take the uint8 gray channel and learn
+an encoding of (H, S); encode_target works on numpy arrays and, with `xp=keras.ops`, inside the loss on the
+accelerator, so the maths is written once and the input pipeline only moves uint8 bytes.
 """
 from __future__ import annotations
 
@@ -25,32 +26,41 @@ Gray = Literal["luma", "v"]
 Target = Literal["hs", "chroma"]
 
 
+def _pixelwise(image: np.ndarray, code: int) -> np.ndarray:
+    """cv2.cvtColor over any leading dimensions (a batch is converted as one tall image)."""
+    flat = np.ascontiguousarray(image).reshape(-1, image.shape[-2], image.shape[-1])
+    out = cv2.cvtColor(flat, code)
+    return out.reshape(*image.shape[:-1], -1)
+
+
 def bgr_to_record(bgr: np.ndarray) -> np.ndarray:
-    """uint8 BGR (..., h, w, 3) -> uint8 record (h, w, 4): H (0..179), S, V, Y (Rec.601 luma)."""
-    hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)
-    luma = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-    return np.concatenate([hsv, luma[..., None]], axis=-1)
+    """uint8 BGR (..., h, w, 3) -> uint8 records (..., h, w, 4): H (0..179), S, V, Y (Rec.601 luma)."""
+    return np.concatenate([_pixelwise(bgr, cv2.COLOR_BGR2HSV), _pixelwise(bgr, cv2.COLOR_BGR2GRAY)], axis=-1)
 
 
 def record_to_bgr(record: np.ndarray) -> np.ndarray:
     """Inverse of bgr_to_record (the Y channel is redundant and ignored)."""
-    return cv2.cvtColor(np.ascontiguousarray(record[..., :3]), cv2.COLOR_HSV2BGR)
+    return _pixelwise(record[..., :3], cv2.COLOR_HSV2BGR)
 
 
-def gray_input(record, gray: Gray = "luma", xp: ModuleType = np):
-    """Model input from records (..., 4) uint8: one channel in [0, 1], shape (..., 1)."""
+def gray_input(record, gray: Gray = "luma"):
+    """Model input from records (..., 4): the uint8 gray channel, shape (..., 1). Works on arrays and tensors."""
     channel = Y if gray == "luma" else V
-    return xp.asarray(record[..., channel : channel + 1], dtype=xp.float32) / VALUE_MAX
+    return record[..., channel : channel + 1]
+
+
+def hs_channels(record):
+    """The uint8 (H, S) channels of records, shape (..., 2): what the loss encodes on the fly."""
+    return record[..., H : S + 1]
 
 
 def encode_target(hue, sat, target: Target = "chroma", xp: ModuleType = np):
-    """OpenCV H (0..179) and S (0..255) -> two channels the model predicts, shape (..., 2).
+    """Float OpenCV H (0..179) and S (0..255) -> the two channels the model predicts, shape (..., 2).
 
     hs: (H / 180, S / 255), the original design with the true hue range; hue is still linear there.
     chroma: S/255 * (cos, sin)(2 pi H / 180) in [-1, 1]: circular, and hue carries no weight where S ~ 0.
     """
-    hue = xp.asarray(hue, dtype=xp.float32)
-    sat = xp.asarray(sat, dtype=xp.float32) / SAT_MAX
+    sat = sat / SAT_MAX
     if target == "hs":
         return xp.stack([hue / HUE_RANGE, sat], axis=-1)
     angle = hue * (2.0 * np.pi / HUE_RANGE)
@@ -69,9 +79,10 @@ def decode_target(encoded: np.ndarray, target: Target = "chroma") -> tuple[np.nd
     return hue, sat
 
 
-def record_target(record, target: Target = "chroma", xp: ModuleType = np):
-    """Training target from records (..., 4)."""
-    return encode_target(record[..., H], record[..., S], target, xp)
+def record_target(record: np.ndarray, target: Target = "chroma") -> np.ndarray:
+    """Encoded target (..., 2) float32 from uint8 records (..., 4) or (H, S) pairs (..., 2)."""
+    hs = record[..., H : S + 1].astype(np.float32)
+    return encode_target(hs[..., 0], hs[..., 1], target)
 
 
 def render(luma: np.ndarray, hue: np.ndarray, sat: np.ndarray) -> np.ndarray:
@@ -100,10 +111,10 @@ def render_prediction(luma: np.ndarray, encoded: np.ndarray, target: Target = "c
 
 
 def luma(bgr: np.ndarray) -> np.ndarray:
-    """Rec.601 luma of a uint8 BGR image, uint8: what a black-and-white photo records."""
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    """Rec.601 luma of uint8 BGR images (..., h, w, 3) -> (..., h, w) uint8: what a B&W photo records."""
+    return _pixelwise(bgr, cv2.COLOR_BGR2GRAY)[..., 0]
 
 
-def mean_chroma(bgr: np.ndarray) -> float:
-    """Mean of max(R,G,B) - min(R,G,B) over pixels, 0..255: zero for any gray image."""
-    return float(np.mean(bgr.max(axis=-1).astype(np.int16) - bgr.min(axis=-1)))
+def mean_chroma(records: np.ndarray) -> float:
+    """Mean chroma max(R,G,B) - min(R,G,B) over pixels (0..255) from records: S * V / 255. Zero for gray."""
+    return float(np.mean(records[..., S].astype(np.float32) * records[..., V]) / SAT_MAX)

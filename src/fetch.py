@@ -1,6 +1,7 @@
 """Download an archive over HTTP(S) with resume, checksum and progress; extract it safely."""
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import tarfile
@@ -43,7 +44,7 @@ def download(url: str, dest: Path, sha256: str, attempts: int = 5) -> Path:
         try:
             _transfer(url, part)
             break
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             if isinstance(exc, urllib.error.HTTPError) and exc.code < 500 and exc.code != 416:
                 raise RuntimeError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
             if attempt == attempts:

@@ -1,7 +1,8 @@
 """Input pipelines from shards: tf.data for training (TF only here), plain numpy for evaluation and other backends.
 
-Both yield (gray, target): gray float32 (n, s, s, 1) in [0, 1]; target float32 (n, s, s, 2) in the model's
-encoding (src/colour.py), so the maths is the same on both paths.
+Both yield (gray, hs) as uint8: gray (n, s, s, 1) is the model input (luma or V), hs (n, s, s, 2) the OpenCV H, S
+that the loss encodes (src/colour.py, src/losses.py). Moving bytes instead of float32 keeps the CPU side 4x lighter
+and lets the encoding run on the accelerator.
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ class InputSpec:
 
 
 def arrays(records: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 records (n, s, s, 4) -> (gray, target) numpy arrays."""
-    return colour.gray_input(records, spec.gray), colour.record_target(records, spec.target)
+    """uint8 records (n, s, s, 4) -> (gray, hs) uint8 numpy arrays."""
+    return colour.gray_input(records, spec.gray), colour.hs_channels(records)
 
 
 def dataset(
@@ -41,7 +42,6 @@ def dataset(
     Augmentation uses stateless random ops keyed by (seed, batch number), so runs are repeatable.
     """
     import tensorflow as tf
-    import tensorflow.experimental.numpy as tnp
 
     size = shards.image_size
     record_bytes = int(np.prod(shards.record_shape))
@@ -49,7 +49,7 @@ def dataset(
     ds = tf.data.Dataset.from_tensor_slices((files, np.array(shards.headers(split), np.int64)))
     ds = ds.interleave(
         lambda f, h: tf.data.FixedLengthRecordDataset(f, record_bytes, header_bytes=h),
-        cycle_length=min(len(files), 8),
+        cycle_length=min(len(files), 8) if training else 1,  # evaluation keeps the shards' record order
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
@@ -68,7 +68,7 @@ def dataset(
             records = tf.image.stateless_random_crop(
                 records, [tf.shape(records)[0], crop, crop, 4], seed=[seed + 1, batch_number]
             )
-        return colour.gray_input(records, spec.gray, tnp), colour.record_target(records, spec.target, tnp)
+        return colour.gray_input(records, spec.gray), colour.hs_channels(records)
 
     ds = ds.enumerate().map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)

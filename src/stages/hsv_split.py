@@ -30,7 +30,7 @@ from src.params import HsvSplitParams
 from src.paths import HSV_DIR, HSV_METRICS, HSV_REPORT, RAW_DIR
 
 log = logging.getLogger(__name__)
-WINDOW_PER_WORKER = 64  # files in flight per worker: keeps finished-but-unwritten results bounded
+WINDOW_PER_WORKER = 256  # files in flight per worker: keeps finished-but-unwritten results bounded
 
 
 @dataclass(frozen=True)
@@ -44,15 +44,17 @@ def process_file(path: Path, root: Path, p: HsvSplitParams) -> Result:
     row: dict = {"file": path.relative_to(root).as_posix(), "status": "skipped", "reason": "", "width": 0,
                  "height": 0, "photo": "", "chroma": np.nan, "records": 0}
     try:
-        buf = np.fromfile(path, dtype=np.uint8)
-        row["photo"] = hashlib.sha256(buf.tobytes()).hexdigest()[:16]
-        photo = images.decode(buf, p.max_pixels)
+        data = path.read_bytes()
+        row["photo"] = hashlib.sha256(data).hexdigest()[:16]
+        # tiles must keep at least image_size px after a reduced JPEG decode
+        photo = images.decode(data, p.max_pixels, p.tile / p.image_size if p.tile else np.inf, p.image_size)
         row["width"], row["height"] = photo.width, photo.height
-        if min(photo.bgr.shape[:2]) < p.min_size:
-            raise images.Skip(f"too small: {photo.bgr.shape[1]}x{photo.bgr.shape[0]} below {p.min_size} px")
-        row["chroma"] = round(images.check_colour(photo.bgr, p.gray_threshold), 3)
-        crops = images.square_crops(photo.bgr, p.tile)
-        records = np.stack([bgr_to_record(images.resize_square(c, p.image_size)) for c in crops])
+        if min(photo.width, photo.height) < p.min_size:
+            raise images.Skip(f"too small: {photo.width}x{photo.height} below {p.min_size} px")
+        tiles = images.square_crops(photo.bgr, p.tile // photo.scale if p.tile else 0)
+        crops = np.stack([images.resize_square(c, p.image_size) for c in tiles])
+        records = bgr_to_record(crops)
+        row["chroma"] = round(images.check_colour(records, p.gray_threshold), 3)
         row.update(status="used", records=len(records))
         return Result(row, records)
     except images.Skip as skip:
@@ -68,10 +70,10 @@ def _results(files: list[Path], root: Path, p: HsvSplitParams, workers: int) -> 
         yield from map(work, files)
         return
     window = WINDOW_PER_WORKER * workers
-    # spawn: no forked copies of whatever the parent imported; each worker uses one OpenCV thread
-    with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+    # fork: workers start at once with the parent's imports (no TensorFlow here); one OpenCV thread each
+    with mp.get_context("fork").Pool(workers, initializer=_init_worker) as pool:
         for start in range(0, len(files), window):
-            yield from pool.imap(work, files[start : start + window], chunksize=4)
+            yield from pool.imap(work, files[start : start + window], chunksize=8)
 
 
 def _init_worker() -> None:

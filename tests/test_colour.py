@@ -1,0 +1,63 @@
+import cv2
+import numpy as np
+import pytest
+
+from src import colour
+from tests.conftest import photo
+
+
+def bgr(*pixel: int) -> np.ndarray:
+    return np.array([[pixel]], dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    "pixel",
+    [(0, 0, 0), (255, 255, 255), (128, 128, 128), (0, 0, 255), (10, 0, 255), (0, 10, 255), (255, 0, 0), (0, 255, 0)],
+    ids=["black", "white", "gray", "red", "red-hue-wraps-179", "red-hue-near-0", "blue", "green"],
+)
+def test_record_round_trip(pixel):
+    image = bgr(*pixel)
+    record = colour.bgr_to_record(image)
+    assert record[..., colour.H].max() < colour.HUE_RANGE
+    np.testing.assert_allclose(colour.record_to_bgr(record), image, atol=2)
+    assert record[0, 0, colour.Y] == cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[0, 0]
+
+
+@pytest.mark.parametrize("target", ["hs", "chroma"])
+def test_encode_decode_round_trip(target):
+    hue = np.array([0, 1, 45, 90, 178, 179], np.float32)
+    sat = np.array([255, 200, 100, 50, 255, 30], np.float32)
+    h2, s2 = colour.decode_target(colour.encode_target(hue, sat, target), target)
+    np.testing.assert_allclose(colour.record_target(np.stack([hue, sat], -1).astype(np.uint8), target),
+                               colour.encode_target(hue, sat, target), atol=1e-6)
+    circular = np.minimum(np.abs(h2 - hue), colour.HUE_RANGE - np.abs(h2 - hue))
+    assert circular.max() < 1e-3
+    np.testing.assert_allclose(s2, sat, atol=1e-3)
+
+
+def test_chroma_is_circular_and_ignores_hue_without_saturation():
+    near_0, near_179, cyan = colour.encode_target(np.array([1.0, 178.0, 90.0]), np.full(3, 255.0))
+    assert np.linalg.norm(near_0 - near_179) < 0.11  # 3 steps (6 degrees) apart, both red
+    assert np.linalg.norm(near_0 - cyan) > 1.9  # opposite hues are far apart
+    gray_a, gray_b = colour.encode_target(np.array([0.0, 90.0]), np.array([0.0, 0.0]))
+    np.testing.assert_array_equal(gray_a, gray_b)  # hue is meaningless at S = 0
+
+
+def test_render_keeps_luma_and_reproduces_the_photo():
+    image = photo(seed=3)
+    record = colour.bgr_to_record(image)
+    out = colour.render(record[..., colour.Y], record[..., colour.H].astype(np.float32), record[..., colour.S].astype(np.float32))
+    assert np.abs(colour.luma(out).astype(int) - record[..., colour.Y]).mean() < 1.5
+    assert np.abs(out.astype(int) - image).mean() < 4
+
+
+def test_render_of_zero_saturation_is_the_gray_photo():
+    y = np.array([[0, 60, 200, 255]], np.uint8)
+    out = colour.render(y, np.zeros((1, 4), np.float32), np.zeros((1, 4), np.float32))
+    np.testing.assert_array_equal(out, np.repeat(y[..., None], 3, axis=-1))
+
+
+def test_gray_inputs_differ_luma_v():
+    record = colour.bgr_to_record(bgr(0, 0, 255))  # pure red: V = 255, luma = 76
+    assert colour.gray_input(record, "v")[0, 0, 0] == 255
+    assert colour.gray_input(record, "luma")[0, 0, 0] == 76

@@ -1,0 +1,179 @@
+"""download: real transfers from an HTTP server on 127.0.0.1 (ranges, cuts, bad checksums, hostile archives)."""
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import tarfile
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import cv2
+import pytest
+
+from src import fetch
+from src.params import DownloadParams
+from src.stages import download
+from tests.conftest import photo
+
+
+class ArchiveServer(ThreadingHTTPServer):
+    """Serves named byte strings with Range support; `cut_next` truncates the next N responses midway."""
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.files: dict[str, bytes] = {}
+        self.cut_next = 0
+        self.requests: list[str | None] = []
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/{name}"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: ArchiveServer
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        body = self.server.files.get(self.path.lstrip("/"))
+        if body is None:
+            self.send_error(404)
+            return
+        rng = self.headers.get("Range")
+        self.server.requests.append(rng)
+        start = int(re.match(r"bytes=(\d+)-", rng).group(1)) if rng else 0
+        if start >= len(body):
+            self.send_response(416)
+            self.end_headers()
+            return
+        self.send_response(206 if rng else 200)
+        if rng:
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        payload = body[start:]
+        if self.server.cut_next:
+            self.server.cut_next -= 1
+            payload = payload[: len(payload) // 2]  # the connection drops halfway
+        self.wfile.write(payload)
+
+
+@pytest.fixture
+def server():
+    srv = ArchiveServer()
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def photo_tar(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def png(seed: int) -> bytes:
+    return cv2.imencode(".png", photo(seed=seed))[1].tobytes()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_url_source_downloads_verifies_and_extracts(server, tmp_path):
+    archive = photo_tar({"test_256/a.png": png(1), "test_256/sub/b.png": png(2)})
+    server.files["test_256.tar.gz"] = archive
+    p = DownloadParams(source="url", url=server.url("test_256.tar.gz"), sha256=sha(archive))
+    out = download.run(p, out=tmp_path / "raw", cache=tmp_path / "cache")
+    assert (out / "test_256" / "sub" / "b.png").read_bytes() == png(2)
+    assert (tmp_path / "cache" / "test_256.tar.gz").read_bytes() == archive
+    assert not list((tmp_path / "cache").glob("*.part"))
+
+
+def test_a_transfer_cut_midway_resumes_with_a_range_request(server, tmp_path):
+    archive = photo_tar({f"p{i}.png": png(i) for i in range(8)})
+    server.files["big.tar.gz"] = archive
+    server.cut_next = 1
+    dest = fetch.download(server.url("big.tar.gz"), tmp_path / "big.tar.gz", sha(archive))
+    assert dest.read_bytes() == archive
+    assert server.requests[0] is None and server.requests[1] == f"bytes={len(archive) // 2}-"
+
+
+def test_a_partial_file_from_an_earlier_run_is_resumed(server, tmp_path):
+    archive = photo_tar({"p.png": png(3)})
+    server.files["a.tar.gz"] = archive
+    (tmp_path / "a.tar.gz.part").write_bytes(archive[:100])
+    fetch.download(server.url("a.tar.gz"), tmp_path / "a.tar.gz", sha(archive))
+    assert server.requests == ["bytes=100-"]
+    assert (tmp_path / "a.tar.gz").read_bytes() == archive
+
+
+def test_checksum_mismatch_leaves_no_file(server, tmp_path):
+    server.files["a.tar.gz"] = photo_tar({"p.png": png(1)})
+    with pytest.raises(fetch.ChecksumError, match="checksum mismatch"):
+        fetch.download(server.url("a.tar.gz"), tmp_path / "a.tar.gz", "0" * 64)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_checksum_and_missing_file_are_clear_errors(server, tmp_path):
+    with pytest.raises(ValueError, match="sha256 is required"):
+        download.run(DownloadParams(source="url", url=server.url("x.tar")), out=tmp_path / "o", cache=tmp_path)
+    with pytest.raises(RuntimeError, match="HTTP 404"):
+        fetch.download(server.url("missing.tar"), tmp_path / "m.tar", "0" * 64)
+
+
+@pytest.mark.parametrize("member", ["../escape.png", "/abs/escape.png", "a/../../escape.png"])
+def test_archives_with_paths_leaving_the_folder_are_refused(tmp_path, member):
+    archive = tmp_path / "evil.tar.gz"
+    archive.write_bytes(photo_tar({"ok.png": png(1), member: png(2)}))
+    with pytest.raises(fetch.UnsafeArchiveError):
+        fetch.extract(archive, tmp_path / "out" / "raw")
+    assert not (tmp_path / "out" / "raw").exists()
+    assert not list(tmp_path.rglob("escape.png"))
+
+
+def test_archives_with_links_are_refused(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        link = tarfile.TarInfo("innocent.png")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tf.addfile(link)
+    (tmp_path / "evil.tar").write_bytes(buf.getvalue())
+    with pytest.raises(fetch.UnsafeArchiveError, match="link"):
+        fetch.extract(tmp_path / "evil.tar", tmp_path / "raw")
+
+
+def test_zip_archives_extract_and_zip_slip_is_refused(tmp_path):
+    good, evil = tmp_path / "good.zip", tmp_path / "evil.zip"
+    with zipfile.ZipFile(good, "w") as zf:
+        zf.writestr("photos/a.png", png(1))
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../../evil.png", png(1))
+    assert (fetch.extract(good, tmp_path / "raw") / "photos" / "a.png").exists()
+    with pytest.raises(fetch.UnsafeArchiveError):
+        fetch.extract(evil, tmp_path / "raw2")
+
+
+def test_samples_source_ships_real_colour_photos(tmp_path):
+    out = download.run(DownloadParams(source="samples"), out=tmp_path / "raw")
+    names = sorted(f.name for f in out.iterdir())
+    assert "skimage-astronaut.png" in names and len(names) >= 6
+
+
+def test_folder_source_copies_every_file_recursively(photo_folder, tmp_path):
+    (photo_folder / "sub").mkdir()
+    (photo_folder / "sub" / "readme.txt").write_text("kept: hsv-split reports it")
+    out = download.run(DownloadParams(source="folder", folder=str(photo_folder)), out=tmp_path / "raw")
+    assert sorted(f.relative_to(out).as_posix() for f in out.rglob("*") if f.is_file()) == sorted(
+        [f"photo{i}.png" for i in range(6)] + ["sub/readme.txt"]
+    )

@@ -1,0 +1,147 @@
+"""hsv-split on a folder of odd and broken files: each is used or skipped with a reason, nothing crashes."""
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from src import colour, images
+from src.params import HsvSplitParams
+from src.stages import hsv_split
+from tests.conftest import photo, shared_folder
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares width x height pixels (a decompression bomb's calling card)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def rgb(seed: int = 0, size=(120, 160)) -> Image.Image:
+    return Image.fromarray(cv2.cvtColor(photo(size, seed), cv2.COLOR_BGR2RGB))
+
+
+@pytest.fixture
+def odd_folder(tmp_path: Path) -> Path:
+    root = tmp_path / "raw"
+    (root / "nested" / "deeper").mkdir(parents=True)
+    rgb(1).save(root / "plain.png")
+    rgb(2).save(root / "UPPER.JPG", quality=90)
+    rgb(3).save(root / "nested" / "deeper" / "ünïcödé name with spaces.jpg")
+    rgb(4).convert("CMYK").save(root / "cmyk.jpg")
+    cv2.imwrite(str(root / "sixteen_bit.png"), photo(seed=5).astype(np.uint16) * 257)
+    cv2.imwrite(str(root / "rgba.png"), cv2.cvtColor(photo(seed=6), cv2.COLOR_BGR2BGRA))
+    rgb(7).convert("P", palette=Image.Palette.ADAPTIVE).save(root / "palette.png")
+    rgb(8).save(root / "photo.webp")
+    rgb(9).save(root / "photo.tiff")
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "notes.txt").write_text("not an image\n")
+    (root / "random.jpg").write_bytes(np.random.default_rng(0).bytes(5000))
+    full = (root / "UPPER.JPG").read_bytes()
+    (root / "truncated.jpg").write_bytes(full[: len(full) // 2])
+    png = (root / "plain.png").read_bytes()
+    (root / "truncated.png").write_bytes(png[: len(png) // 2])
+    (root / "bomb.png").write_bytes(png_declaring(100_000, 100_000))
+    corrupt = bytearray(png)
+    corrupt[100:400] = b"\0" * 300  # inside the compressed pixels, headers and IEND intact
+    (root / "corrupt.png").write_bytes(bytes(corrupt))
+    rgb(10, size=(16, 16)).save(root / "tiny.png")
+    rgb(11).convert("L").save(root / "gray.jpg")
+    tinted = cv2.cvtColor(cv2.cvtColor(photo(seed=12), cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR).astype(np.int16)
+    tinted[..., 2] += 3  # a faint warm cast, as on old prints
+    cv2.imwrite(str(root / "near_gray.png"), np.clip(tinted, 0, 255).astype(np.uint8))
+    return root
+
+
+EXPECTED_USED = {"plain.png", "UPPER.JPG", "nested/deeper/ünïcödé name with spaces.jpg", "cmyk.jpg",
+                 "sixteen_bit.png", "rgba.png", "palette.png", "photo.webp", "photo.tiff"}
+EXPECTED_SKIPS = {
+    "empty.jpg": "empty file",
+    "notes.txt": "not an image",
+    "random.jpg": "not an image",
+    "truncated.jpg": "truncated JPEG",
+    "truncated.png": "truncated PNG",
+    "bomb.png": "too large",
+    "corrupt.png": "undecodable",
+    "tiny.png": "too small",
+    "gray.jpg": "grayscale",
+    "near_gray.png": "near-gray",
+}
+
+
+def test_every_odd_file_is_used_or_skipped_with_its_reason(odd_folder, tmp_path):
+    p = HsvSplitParams(image_size=32, min_size=32, workers=2, part_records=4)
+    out, report, metrics = tmp_path / "hsv", tmp_path / "report.csv", tmp_path / "counts.json"
+    table = hsv_split.run(p, raw=odd_folder, out=out, report=report, metrics=metrics).set_index("file")
+
+    assert set(table.index) == EXPECTED_USED | set(EXPECTED_SKIPS)
+    assert set(table.index[table["status"] == "used"]) == EXPECTED_USED
+    for name, reason in EXPECTED_SKIPS.items():
+        assert table.loc[name, "status"] == "skipped"
+        assert table.loc[name, "reason"].startswith(reason), (name, table.loc[name, "reason"])
+
+    index = pd.read_csv(out / "records.csv")
+    assert len(index) == len(EXPECTED_USED) == int(table["records"].sum())
+    parts = sorted(out.glob("part-*.npy"))
+    assert len(parts) == 3  # 9 records, 4 per part
+    records = np.concatenate([np.load(f) for f in parts])
+    assert records.shape == (9, 32, 32, 4) and records.dtype == np.uint8
+    assert records[..., colour.H].max() < colour.HUE_RANGE
+    assert pd.read_csv(report).shape[0] == len(table)
+    assert '"skipped": 10' in metrics.read_text()
+
+
+def test_sixteen_bit_and_cmyk_decode_to_the_right_colours(odd_folder):
+    expected = photo(seed=5)
+    sixteen = images.read(odd_folder / "sixteen_bit.png", 10**8).bgr
+    assert sixteen.dtype == np.uint8 and np.abs(sixteen.astype(int) - expected).max() <= 1
+    cmyk = images.read(odd_folder / "cmyk.jpg", 10**8).bgr
+    assert np.abs(cmyk.astype(int) - photo(seed=4)).mean() < 12
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    rgb(0, size=(100, 200)).save(tmp_path / "rotated.jpg", exif=exif)
+    decoded = images.read(tmp_path / "rotated.jpg", 10**8).bgr
+    assert decoded.shape[:2] == (200, 100)
+
+
+def test_tiles_split_a_photo_into_a_centred_grid():
+    crops = images.square_crops(photo((250, 410)), 100)
+    assert len(crops) == 2 * 4 and all(c.shape == (100, 100, 3) for c in crops)
+    assert images.square_crops(photo((250, 410)), 0)[0].shape == (250, 250, 3)
+
+
+def test_missing_raw_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="download stage"):
+        hsv_split.run(HsvSplitParams(), raw=tmp_path / "nope", out=tmp_path / "o", report=tmp_path / "r.csv",
+                      metrics=tmp_path / "m.json")
+
+
+def test_imagenet_sample_folder_accounts_for_every_file(tmp_path):
+    folder = shared_folder("imagenet-sample")
+    p = HsvSplitParams(image_size=32)
+    table = hsv_split.run(p, raw=folder, out=tmp_path / "hsv", report=tmp_path / "r.csv", metrics=tmp_path / "m.json")
+    files = sorted(f.name for f in folder.iterdir() if f.is_file())
+    assert sorted(table["file"]) == files and len(files) == 1000
+    reasons = table.loc[table["status"] == "skipped", "reason"]
+    assert (reasons == "grayscale").sum() >= 23  # the sample holds 23 mode-L photos
+    assert table["reason"].str.startswith("error").sum() == 0
+
+
+def test_large_jpegs_are_decoded_at_a_reduced_scale_that_keeps_enough_pixels(tmp_path):
+    rgb(1, size=(400, 600)).save(tmp_path / "big.jpg")
+    data = (tmp_path / "big.jpg").read_bytes()
+    reduced = images.decode(data, 10**8, max_scale=np.inf, min_side=64)
+    assert reduced.scale == 4 and reduced.bgr.shape == (100, 150, 3)
+    assert (reduced.width, reduced.height) == (600, 400)
+    assert images.decode(data, 10**8, max_scale=1.5, min_side=64).scale == 1  # 96 px tiles -> 64 px: no room

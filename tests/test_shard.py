@@ -1,0 +1,101 @@
+"""Shards: stable photo-level splits, fixed-size .npy files, manifest checksums, numpy == tf.data."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from src.files import sha256_file
+from src.params import HsvSplitParams, ShardParams
+from src.pipeline import InputSpec, arrays, dataset
+from src.shards import ShardSet, split_of
+from src.stages import hsv_split, shard
+from tests.conftest import photo
+
+
+def build(raw: Path, tmp: Path, shard_params: ShardParams, tile: int = 40) -> ShardSet:
+    hsv_split.run(HsvSplitParams(image_size=32, tile=tile, workers=1), raw=raw, out=tmp / "hsv",
+                  report=tmp / "r.csv", metrics=tmp / "m.json")
+    shard.run(shard_params, hsv=tmp / "hsv", out=tmp / "shards")
+    return ShardSet.open(tmp / "shards")
+
+
+def photo_splits(shards: ShardSet) -> dict[str, str]:
+    table = pd.read_csv(shards.root / "records.csv")
+    per_photo = table.groupby("file")["split"].agg(set)
+    assert (per_photo.map(len) == 1).all(), "every tile of a photo must stay in one split"
+    return per_photo.map(lambda s: next(iter(s))).to_dict()
+
+
+@pytest.fixture
+def many_photos(tmp_path: Path) -> Path:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(30):
+        cv2.imwrite(str(raw / f"p{i:02d}.png"), photo((80, 120), seed=i))
+    return raw
+
+
+def test_adding_photos_never_moves_old_ones(many_photos, tmp_path):
+    p = ShardParams(val_ratio=0.2, test_ratio=0.2, shard_records=7)
+    before = photo_splits(build(many_photos, tmp_path / "a", p))
+    for i in range(30, 45):
+        cv2.imwrite(str(many_photos / f"p{i:02d}.png"), photo((80, 120), seed=i))
+    after = photo_splits(build(many_photos, tmp_path / "b", p))
+    assert len(after) == 45
+    assert {f: after[f] for f in before} == before
+    assert set(after.values()) == {"train", "val", "test"}
+
+
+def test_shards_are_fixed_size_checksummed_and_complete(many_photos, tmp_path):
+    shards = build(many_photos, tmp_path, ShardParams(val_ratio=0.2, test_ratio=0.2, shard_records=7))
+    total = 0
+    for split, meta in shards.manifest["splits"].items():
+        counts = [s["records"] for s in meta["shards"]]
+        assert all(c == 7 for c in counts[:-1]) and 0 < counts[-1] <= 7
+        for s in meta["shards"]:
+            assert sha256_file(shards.root / s["file"]) == s["sha256"]
+            assert np.load(shards.root / s["file"], mmap_mode="r").shape == (s["records"], 32, 32, 4)
+        total += meta["records"]
+    assert total == 30 * 2 * 3  # 80x120 photos cut into 40 px tiles: 2 x 3 each
+
+
+def test_tf_data_and_numpy_read_the_same_records(many_photos, tmp_path):
+    shards = build(many_photos, tmp_path, ShardParams(shard_records=5))
+    spec = InputSpec(gray="luma", target="chroma")
+    gray, target = arrays(shards.load("train"), spec)
+    batches = list(dataset(shards, "train", spec, batch_size=8).as_numpy_iterator())
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), gray)
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), target)
+    assert gray.dtype == target.dtype == np.uint8 and target.shape[-1] == 2
+
+
+def test_training_pipeline_is_seeded(many_photos, tmp_path):
+    shards = build(many_photos, tmp_path, ShardParams(shard_records=5))
+    spec = InputSpec()
+
+    def first_epoch(seed: int) -> np.ndarray:
+        ds = dataset(shards, "train", spec, 8, training=True, seed=seed, flip=True, crop=24)
+        return np.concatenate([hs for _, hs in ds.as_numpy_iterator()])
+
+    a, b, c = first_epoch(1), first_epoch(1), first_epoch(2)
+    assert a.shape[1:] == (24, 24, 2)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_split_ratios_are_respected_on_many_photos():
+    splits = pd.Series([split_of(f"photo-{i}", "salt", 0.1, 0.2) for i in range(20_000)]).value_counts(normalize=True)
+    assert splits["test"] == pytest.approx(0.2, abs=0.01)
+    assert splits["val"] == pytest.approx(0.1, abs=0.01)
+
+
+def test_an_empty_split_is_a_clear_error(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    cv2.imwrite(str(raw / "only.png"), photo(seed=1))
+    with pytest.raises(RuntimeError, match="is empty"):
+        build(raw, tmp_path, ShardParams())
