@@ -11,8 +11,11 @@ HSV_DIR = DATA / "hsv"
 SHARD_DIR = DATA / "shards"
 MODEL_DIR = ROOT / "models"
 REPORTS = ROOT / "reports"
-DOWNLOAD_CACHE = ROOT / ".cache" / "downloads"
+DOWNLOAD_CACHE = ROOT / ".cache" / "downloads"  # outside DVC outputs: an interrupted download resumes
+TRAIN_CACHE = ROOT / ".cache" / "train"  # resume state of a killed training run
 
 HSV_REPORT = REPORTS / "hsv_split.csv"
 HSV_METRICS = REPORTS / "hsv_split.json"
 SHARD_MANIFEST = SHARD_DIR / "manifest.json"
+TRAIN_METRICS = REPORTS / "train.json"
+TRAIN_HISTORY = REPORTS / "train_history.csv"

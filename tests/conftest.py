@@ -41,3 +41,27 @@ def photo_folder(tmp_path: Path) -> Path:
     for i in range(6):
         cv2.imwrite(str(folder / f"photo{i}.png"), photo(seed=i))
     return folder
+
+
+def build_shards(raw: Path, tmp: Path, shard_params=None, tile: int = 40, image_size: int = 32):
+    """Run hsv-split and shard on `raw` into `tmp`; returns the ShardSet."""
+    from src.params import HsvSplitParams, ShardParams
+    from src.shards import ShardSet
+    from src.stages import hsv_split, shard
+
+    hsv_split.run(HsvSplitParams(image_size=image_size, tile=tile, workers=1), raw=raw, out=tmp / "hsv",
+                  report=tmp / "r.csv", metrics=tmp / "m.json")
+    shard.run(shard_params or ShardParams(val_ratio=0.2, test_ratio=0.2, shard_records=16), hsv=tmp / "hsv",
+              out=tmp / "shards")
+    return ShardSet.open(tmp / "shards")
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory):
+    """Shards of 30 synthetic colour photos cut into 32 px tiles (about 100 train records)."""
+    tmp = tmp_path_factory.mktemp("tiny")
+    raw = tmp / "raw"
+    raw.mkdir()
+    for i in range(30):
+        cv2.imwrite(str(raw / f"p{i:02d}.png"), photo((80, 120), seed=i))
+    return build_shards(raw, tmp, tile=40, image_size=32)

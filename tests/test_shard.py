@@ -9,18 +9,14 @@ import pandas as pd
 import pytest
 
 from src.files import sha256_file
-from src.params import HsvSplitParams, ShardParams
+from src.params import ShardParams
 from src.pipeline import InputSpec, arrays, dataset
 from src.shards import ShardSet, split_of
-from src.stages import hsv_split, shard
-from tests.conftest import photo
+from tests.conftest import build_shards, photo
 
 
-def build(raw: Path, tmp: Path, shard_params: ShardParams, tile: int = 40) -> ShardSet:
-    hsv_split.run(HsvSplitParams(image_size=32, tile=tile, workers=1), raw=raw, out=tmp / "hsv",
-                  report=tmp / "r.csv", metrics=tmp / "m.json")
-    shard.run(shard_params, hsv=tmp / "hsv", out=tmp / "shards")
-    return ShardSet.open(tmp / "shards")
+def build(raw: Path, tmp: Path, shard_params: ShardParams) -> ShardSet:
+    return build_shards(raw, tmp, shard_params)
 
 
 def photo_splits(shards: ShardSet) -> dict[str, str]:

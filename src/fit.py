@@ -1,0 +1,167 @@
+"""One training function for the train stage and the tuner: data, model, callbacks, fit, best weights.
+
+Core code only: no MLflow here; callers pass extra callbacks (tracking, pruning) and read the returned result.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from src.losses import TargetLoss, TargetRMSE
+from src.model import build_model
+from src.params import TrainParams
+from src.pipeline import InputSpec, dataset
+from src.shards import ShardSet
+
+log = logging.getLogger(__name__)
+MONITOR = "val_rmse"
+
+
+@dataclass
+class FitResult:
+    model: keras.Model
+    history: pd.DataFrame  # one row per epoch, including epochs run before a resume
+    best_epoch: int  # 0-based
+    best_val_rmse: float
+    wall_s: float
+    img_per_s: float  # training images per second (validation excluded), this process
+
+    def metrics(self) -> dict[str, float]:
+        last = self.history.iloc[-1]
+        return {"best_val_rmse": self.best_val_rmse, "best_epoch": self.best_epoch, "epochs": len(self.history),
+                "final_rmse": float(last["rmse"]), "train_img_per_s": self.img_per_s, "wall_s": self.wall_s,
+                "params": self.model.count_params()}
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stop with a clear error (not silently, as TerminateOnNaN does) when the loss stops being finite."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss became {loss} at batch {batch}: lower train.learning_rate or check the data"
+            )
+
+
+class Throughput(keras.callbacks.Callback):
+    """Adds img_per_s (training steps only, validation excluded) to each epoch's logs."""
+
+    def __init__(self, images_per_epoch: int):
+        super().__init__()
+        self.images_per_epoch = images_per_epoch
+        self.rates: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start, self.train_s = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):
+        self.train_s = time.perf_counter() - self.start
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = self.train_s or (time.perf_counter() - self.start)
+        self.rates.append(self.images_per_epoch / seconds)
+        if logs is not None:
+            logs["img_per_s"] = self.rates[-1]
+
+
+def configure(p: TrainParams) -> None:
+    """Seeds, determinism and precision; call before building models."""
+    keras.utils.set_random_seed(p.seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.enable_op_determinism()  # CPU: same params and data -> same numbers
+    keras.config.set_dtype_policy("mixed_float16" if p.mixed_precision else "float32")
+
+
+def distribution_scope():
+    """MirroredStrategy when several GPUs are visible (TensorFlow backend), else no-op."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if len(gpus) > 1:
+            log.info("training on %d GPUs with MirroredStrategy", len(gpus))
+            return tf.distribute.MirroredStrategy().scope()
+    return contextlib.nullcontext()
+
+
+def make_optimizer(p: TrainParams, total_steps: int) -> keras.optimizers.Optimizer:
+    lr = p.learning_rate
+    if p.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(p.learning_rate, decay_steps=max(total_steps, 1))
+    elif p.lr_schedule != "constant":
+        raise ValueError(f"train.lr_schedule must be constant or cosine, got {p.lr_schedule!r}")
+    optimizers = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}
+    if p.optimizer not in optimizers:
+        raise ValueError(f"train.optimizer must be one of {sorted(optimizers)}, got {p.optimizer!r}")
+    return optimizers[p.optimizer](learning_rate=lr)
+
+
+def compile_model(p: TrainParams, image_size: int, total_steps: int) -> keras.Model:
+    model = build_model(p.model, image_size)
+    model.compile(
+        optimizer=make_optimizer(p, total_steps),
+        loss=TargetLoss(p.model.target, p.loss, p.saturation_weight),
+        metrics=[TargetRMSE(p.model.target)],
+        jit_compile=p.jit_compile,
+    )
+    return model
+
+
+def fit(p: TrainParams, shards: ShardSet, workdir: Path, callbacks: list | tuple = (), verbose: int = 2) -> FitResult:
+    """Train on the train split, validate each epoch, keep the best weights by val RMSE.
+
+    `workdir` holds the resume state (BackupAndRestore), the best weights and the epoch log; rerunning after a
+    kill continues from the last finished epoch.
+    """
+    n_train = shards.count("train")
+    if n_train < p.batch_size:
+        raise ValueError(f"the train split has {n_train} records, fewer than train.batch_size={p.batch_size}")
+    steps = p.steps_per_epoch or n_train // p.batch_size
+    spec = InputSpec(p.model.gray, p.model.target)
+    train = dataset(shards, "train", spec, p.batch_size, training=True, seed=p.seed, flip=p.flip, crop=p.crop)
+    val = dataset(shards, "val", spec, p.batch_size)
+    size = p.crop or shards.image_size
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    history_csv, best_weights = workdir / "history.csv", workdir / "best.weights.h5"
+    previous = pd.read_csv(history_csv) if history_csv.exists() and history_csv.stat().st_size else None
+    if previous is not None:
+        log.info("resuming: %d epochs already done in %s", len(previous), workdir)
+    throughput = Throughput(steps * p.batch_size)
+    with distribution_scope():
+        model = compile_model(p, size, steps * p.epochs)
+    all_callbacks = [
+        keras.callbacks.BackupAndRestore(str(workdir / "backup")),
+        NaNGuard(),
+        throughput,
+        keras.callbacks.ModelCheckpoint(
+            str(best_weights), monitor=MONITOR, mode="min", save_best_only=True, save_weights_only=True,
+            initial_value_threshold=float(previous[MONITOR].min()) if previous is not None else None,
+        ),
+        keras.callbacks.EarlyStopping(monitor=MONITOR, mode="min", patience=p.patience),
+        keras.callbacks.CSVLogger(str(history_csv), append=True),
+        *callbacks,
+    ]
+    start = time.perf_counter()
+    model.fit(train.repeat(), epochs=p.epochs, steps_per_epoch=steps, validation_data=val,
+              validation_steps=math.ceil(shards.count("val") / p.batch_size), shuffle=False,  # tf.data shuffles
+              callbacks=all_callbacks, verbose=verbose)
+    wall = time.perf_counter() - start
+    if best_weights.exists():
+        model.load_weights(str(best_weights))
+    history = pd.read_csv(history_csv)
+    best = int(history[MONITOR].idxmin())
+    return FitResult(model, history, best, float(history[MONITOR].iloc[best]), wall,
+                     float(np.mean(throughput.rates)) if throughput.rates else float("nan"))

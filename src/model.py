@@ -1,0 +1,93 @@
+"""Model builders: `seed` (the original ResNet50 + FCN decoder) and `unet` (light or ResNet50 encoder).
+
+Input: uint8 gray (s, s, 1). Output: float32 (s, s, 2) in the target encoding of src/colour.py.
+Keras 3 layers only, so the same model runs on the TensorFlow, JAX and PyTorch backends.
+"""
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from src.params import ModelParams
+
+# ResNet50 stage outputs by name (Keras 3), shallow to deep; the original looked them up as 'activation_9' etc.,
+# which broke whenever layer numbering shifted.
+RESNET50_STAGES = ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out")
+
+
+def build_model(p: ModelParams, image_size: int) -> keras.Model:
+    if image_size % 32 and (p.arch == "seed" or p.encoder == "resnet50"):
+        raise ValueError(f"ResNet50 needs image_size divisible by 32, got {image_size}")
+    gray = keras.Input((image_size, image_size, 1), dtype="uint8", name="gray")
+    x = layers.Rescaling(1.0 / 255.0, name="to_unit")(gray)
+    if p.arch == "seed":
+        return seed_model(gray, x, p)
+    if p.arch == "unet":
+        return unet(gray, x, p)
+    raise ValueError(f"model.arch must be unet or seed, got {p.arch!r}")
+
+
+def _resnet50(x) -> list:
+    """ResNet50 (weights=None: nothing downloaded) on gray replicated to 3 channels; its stage outputs."""
+    rgb = layers.Concatenate(name="gray_to_3ch")([x, x, x])
+    resnet = keras.applications.ResNet50(weights=None, include_top=False, input_tensor=rgb)
+    return [resnet.get_layer(name).output for name in RESNET50_STAGES]
+
+
+def seed_model(gray, x, p: ModelParams) -> keras.Model:
+    """The original design, layer for layer: 34,243,204 parameters at 224 px.
+
+    1x1 conv to 2 channels at 1/32, transposed convs back up with Add skips from the 1/16, 1/8 and 1/4 stages,
+    a final 4x transposed conv (k=16). The original capped the output with ReLU(max_value=255) in raw OpenCV
+    units, which lets hue run past 179; here the cap matches the target: [0, 1] for hs, none for chroma.
+    """
+    _, s4, s8, s16, s32 = _resnet50(x)
+    y = layers.Conv2D(2, 1, name="fcn1")(s32)
+    for name, skip in (("fcn2", s16), ("fcn3", s8), ("fcn4", s4)):
+        y = layers.Conv2DTranspose(skip.shape[-1], 4, strides=2, padding="same", name=name)(y)
+        y = layers.Add(name=f"{name}_plus_skip")([y, skip])
+    y = layers.Conv2DTranspose(2, 16, strides=4, padding="same", name="fcn5", dtype="float32")(y)
+    if p.target == "hs":
+        y = layers.ReLU(max_value=1.0, name="relu_cap", dtype="float32")(y)
+    return keras.Model(gray, y, name="seed")
+
+
+def _conv_block(x, width: int, name: str):
+    for i in (1, 2):
+        x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn{i}")(x)  # settles within short runs
+        x = layers.ReLU(name=f"{name}_relu{i}")(x)
+    return x
+
+
+def _light_encoder(x, widths: tuple[int, ...]) -> list:
+    """Conv blocks, halving resolution between them: outputs at 1/1, 1/2, ... (last = bottleneck)."""
+    outs = []
+    for level, width in enumerate(widths):
+        if level:
+            x = layers.MaxPooling2D(name=f"enc{level}_pool")(x)
+        x = _conv_block(x, width, f"enc{level}")
+        outs.append(x)
+    return outs
+
+
+def unet(gray, x, p: ModelParams) -> keras.Model:
+    """U-Net: encoder, then per decoder width: 2x bilinear upsample, concatenate the skip, two convs."""
+    if p.encoder == "light":
+        stages = _light_encoder(x, p.encoder_widths)
+    elif p.encoder == "resnet50":
+        stages = [x, *_resnet50(x)]  # the gray input is the full-resolution skip
+    else:
+        raise ValueError(f"model.encoder must be light or resnet50, got {p.encoder!r}")
+    skips, y = stages[:-1], stages[-1]
+    if len(p.decoder_widths) != len(skips):
+        raise ValueError(
+            f"model.decoder_widths needs {len(skips)} entries for the {p.encoder} encoder "
+            f"(one per skip, deep to shallow), got {list(p.decoder_widths)}"
+        )
+    for level, (width, skip) in enumerate(zip(p.decoder_widths, reversed(skips))):
+        y = layers.UpSampling2D(interpolation="bilinear", name=f"dec{level}_up")(y)
+        y = layers.Concatenate(name=f"dec{level}_skip")([y, skip])
+        y = _conv_block(y, width, f"dec{level}")
+    y = layers.Conv2D(2, 1, name="head", dtype="float32")(y)  # float32 head under mixed precision
+    return keras.Model(gray, y, name=f"unet_{p.encoder}")

@@ -1,0 +1,64 @@
+"""Inference: load a trained colorizer, predict chroma, render colour images that keep the input's luma."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+
+from src import colour
+from src.pipeline import InputSpec
+
+MODEL_FILE = "model.keras"
+META_FILE = "model.json"
+
+
+@dataclass(frozen=True)
+class Colorizer:
+    model: keras.Model
+    spec: InputSpec
+    image_size: int
+
+    def predict(self, gray: np.ndarray, batch_size: int = 16) -> np.ndarray:
+        """uint8 gray (n, s, s, 1) -> encoded chroma (n, s, s, 2)."""
+        return self.model.predict(gray, batch_size=batch_size, verbose=0)
+
+    def colorize_records(self, records: np.ndarray, batch_size: int = 16) -> np.ndarray:
+        """uint8 records (n, s, s, 4) -> uint8 BGR (n, s, s, 3) with the records' own luma."""
+        encoded = self.predict(colour.gray_input(records, self.spec.gray), batch_size)
+        return np.stack([colour.render_prediction(r[..., colour.Y], e, self.spec.target)
+                         for r, e in zip(records, encoded)])
+
+
+def save(model: keras.Model, spec: InputSpec, image_size: int, out: Path, extra: dict | None = None) -> None:
+    """model.keras plus model.json (what the encodings are), into an existing folder."""
+    model.save(out / MODEL_FILE)
+    meta = {"gray": spec.gray, "target": spec.target, "image_size": image_size, **(extra or {})}
+    (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def load(folder: Path | str) -> Colorizer:
+    """Load a saved colorizer in Keras safe mode: no code from the file is executed."""
+    folder = Path(folder)
+    if not (folder / MODEL_FILE).exists():
+        raise FileNotFoundError(f"no {MODEL_FILE} in {folder}: run the train stage first (dvc repro train)")
+    import src.losses  # noqa: F401 - registers the loss/metric classes named in the saved config
+
+    meta = json.loads((folder / META_FILE).read_text())
+    model = keras.saving.load_model(folder / MODEL_FILE, compile=False, safe_mode=True)
+    return Colorizer(model, InputSpec(meta["gray"], meta["target"]), int(meta["image_size"]))
+
+
+def sample_grid(records: np.ndarray, predicted_bgr: np.ndarray, scale: int = 2) -> np.ndarray:
+    """RGB uint8 picture, one row per sample: gray input | prediction | truth."""
+    rows = []
+    for record, pred in zip(records, predicted_bgr):
+        gray = cv2.cvtColor(record[..., colour.Y], cv2.COLOR_GRAY2BGR)
+        rows.append(cv2.hconcat([gray, pred, colour.record_to_bgr(record)]))
+    grid = cv2.vconcat(rows)
+    if scale > 1:
+        grid = cv2.resize(grid, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    return cv2.cvtColor(grid, cv2.COLOR_BGR2RGB)

@@ -1,0 +1,86 @@
+"""Stage `train`: fit the colorizer on the shards, track the run in MLflow, write the best model.
+
+    python -m src.stages.train            # uses params.yaml: train.*
+    mlflow ui --backend-store-uri sqlite:///mlflow.db   # then compare runs at http://127.0.0.1:5000
+
+Writes models/ (model.keras + model.json), reports/train.json (a DVC metric) and reports/train_history.csv
+(per-epoch RMSE, a DVC plot). A killed run resumes from its last finished epoch, in the same MLflow run.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from src import colour, params
+from src.files import atomic_path, write_json
+from src.params import TrainParams, as_flat_dict
+from src.paths import MODEL_DIR, SHARD_DIR, TRAIN_CACHE, TRAIN_HISTORY, TRAIN_METRICS
+from src.shards import MANIFEST, ShardSet
+
+log = logging.getLogger(__name__)
+
+
+def resume_dir(p: TrainParams, shards: ShardSet, cache: Path) -> Path:
+    """Resume state is keyed by params and data, so a changed experiment never resumes a stale one."""
+    key = json.dumps(as_flat_dict(p), sort_keys=True, default=str) + (shards.root / MANIFEST).read_text()
+    return cache / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def run(p: TrainParams, shards_dir: Path = SHARD_DIR, model_dir: Path = MODEL_DIR, metrics: Path = TRAIN_METRICS,
+        history: Path = TRAIN_HISTORY, cache: Path = TRAIN_CACHE) -> dict:
+    """Train and track one run; returns the metrics written to `metrics`."""
+    import mlflow
+
+    from src import fit, tracking
+    from src.pipeline import InputSpec
+    from src.predict import Colorizer, save
+
+    shards = ShardSet.open(shards_dir)
+    tracking.connect(tracking.resolve_uri(p.tracking_uri), p.experiment)  # fail before any training
+    fit.configure(p)
+    workdir = resume_dir(p, shards, cache)
+    run_id_file = workdir / "mlflow_run_id"
+    resumed = run_id_file.read_text().strip() if run_id_file.exists() else None
+    spec = InputSpec(p.model.gray, p.model.target)
+    samples = shards.load("val", limit=p.sample_count)
+
+    def colorize(model, records):
+        return Colorizer(model, spec, shards.image_size).colorize_records(records)
+
+    with mlflow.start_run(run_id=resumed, run_name=None if resumed else f"{p.model.arch}-{p.model.target}") as active:
+        workdir.mkdir(parents=True, exist_ok=True)
+        run_id_file.write_text(active.info.run_id)
+        if not resumed:
+            tracking.log_run_context(as_flat_dict(p), shards)
+        result = fit.fit(p, shards, workdir, callbacks=[tracking.EpochLogger(samples, colorize, p.sample_every)])
+        summary = result.metrics()
+        mlflow.log_metrics({k: float(v) for k, v in summary.items()})
+        meta = {"arch": p.model.arch, "encoder": p.model.encoder, "mlflow_run_id": active.info.run_id,
+                "best_val_rmse": result.best_val_rmse}
+        summary["model_uri"] = tracking.log_model(result.model, colour.gray_input(samples, spec.gray), meta)
+        with atomic_path(model_dir) as tmp:
+            tmp.mkdir()
+            save(result.model, spec, shards.image_size, tmp, meta)
+        with atomic_path(history) as tmp:
+            result.history.to_csv(tmp, index=False, float_format="%.6f")
+    deterministic = {k: round(v, 6) if isinstance(v, float) else v for k, v in summary.items()
+                     if k in ("best_val_rmse", "best_epoch", "epochs", "final_rmse", "params")}
+    write_json(metrics, deterministic)  # timings stay in MLflow: a DVC metric should change only with results
+    shutil.rmtree(workdir, ignore_errors=True)
+    log.info("train: best val RMSE %.4f at epoch %d; %.0f img/s; run %s", result.best_val_rmse,
+             result.best_epoch + 1, result.img_per_s, active.info.run_id)
+    return summary
+
+
+def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    run(params.load("train"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""MLflow at the edge: tracking URI, run context (params, git commit, data version), epoch logging, model logging."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import urllib.error
+import urllib.request
+
+import keras
+import mlflow
+import numpy as np
+import yaml
+
+from src.paths import ROOT
+from src.shards import MANIFEST, ShardSet
+
+log = logging.getLogger(__name__)
+
+
+class TrackingUnavailable(RuntimeError):
+    pass
+
+
+def resolve_uri(configured: str = "") -> str:
+    """Param, else $MLFLOW_TRACKING_URI, else an absolute sqlite URI at the repository root.
+
+    Absolute, because DVC experiments run in temporary copies of the repository.
+    """
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ROOT / 'mlflow.db'}"
+
+
+def connect(uri: str, experiment: str) -> str:
+    """Point MLflow at `uri` (failing fast if a server does not answer) and select the experiment."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
+                response.read()
+        except (urllib.error.URLError, OSError) as exc:
+            raise TrackingUnavailable(
+                f"MLflow tracking server {uri} is unreachable ({exc}); start it (see README) or set "
+                "train.tracking_uri / MLFLOW_TRACKING_URI to a reachable server"
+            ) from exc
+    mlflow.set_tracking_uri(uri)
+    return mlflow.set_experiment(experiment).experiment_id
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def dvc_hash(out: str) -> str:
+    """The md5 DVC recorded in dvc.lock for an output path, or '' before the first `dvc repro`."""
+    lock = ROOT / "dvc.lock"
+    if not lock.exists():
+        return ""
+    for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
+        for entry in stage.get("outs", []):
+            if entry.get("path") == out:
+                return entry.get("md5", "")
+    return ""
+
+
+def log_run_context(params: dict, shards: ShardSet) -> None:
+    """Every param, the git commit and the data version (mlflow.log_input of the shard set)."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    mlflow.log_params(params)
+    mlflow.set_tag("git_commit", git_commit())
+    manifest_digest = hashlib.sha256((shards.root / MANIFEST).read_bytes()).hexdigest()
+    dvc_md5 = dvc_hash(os.path.relpath(shards.root, ROOT))
+    mlflow.set_tags({"data.manifest_sha256": manifest_digest, "data.dvc_md5": dvc_md5 or "not in dvc.lock yet"})
+    counts = {s: m["records"] for s, m in shards.manifest["splits"].items()}
+    dataset = MetaDataset(LocalArtifactDatasetSource(str(shards.root)), name="shards", digest=(dvc_md5 or manifest_digest)[:32])
+    mlflow.log_input(dataset, context="training", tags={f"records.{k}": str(v) for k, v in counts.items()})
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Per-epoch metrics, and every `every` epochs a gray | prediction | truth grid of fixed validation images."""
+
+    def __init__(self, samples: np.ndarray, colorize, every: int = 1):
+        super().__init__()
+        self.samples, self.colorize, self.every = samples, colorize, max(every, 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch)
+        if epoch % self.every == 0 and len(self.samples):
+            from src.predict import sample_grid
+
+            mlflow.log_image(sample_grid(self.samples, self.colorize(self.model, self.samples)), key="samples",
+                             step=epoch)
+
+
+def log_model(model: keras.Model, example: np.ndarray, meta: dict) -> str:
+    """The Keras model (keras flavour) with a signature inferred from a real batch; returns its URI."""
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(example, model.predict(example, verbose=0))
+    info = mlflow.keras.log_model(model, name="model", signature=signature, metadata=meta,
+                                  pip_requirements=requirements())
+    return info.model_uri
+
+
+def requirements() -> list[str]:
+    """Pinned runtime requirements of a logged model (MLflow's own inference needs a network round trip)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("keras", "tensorflow", "numpy", "opencv-python-headless")]
+
+
+def log_json(data: dict, artifact_file: str) -> None:
+    mlflow.log_text(json.dumps(data, indent=2, sort_keys=True), artifact_file)

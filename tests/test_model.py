@@ -1,0 +1,66 @@
+"""Model builders and target-space losses."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from src import colour
+from src.losses import TargetLoss, TargetRMSE
+from src.model import build_model
+from src.params import ModelParams
+
+
+@pytest.mark.parametrize("target", ["hs", "chroma"])
+@pytest.mark.parametrize("gray", ["luma", "v"])
+@pytest.mark.parametrize(
+    "arch,encoder,decoders,size",
+    [("unet", "light", (64, 32, 16), 64), ("seed", "light", (64, 32, 16), 64),
+     ("unet", "resnet50", (64, 32, 16, 16, 8), 64)],
+)
+def test_every_arch_maps_uint8_gray_to_two_channels(arch, encoder, decoders, size, gray, target):
+    model = build_model(ModelParams(arch=arch, encoder=encoder, decoder_widths=decoders, gray=gray, target=target), size)
+    out = model.predict(np.zeros((2, size, size, 1), np.uint8), verbose=0)
+    assert out.shape == (2, size, size, 2) and out.dtype == np.float32
+    if arch == "seed" and target == "hs":
+        assert 0.0 <= out.min() and out.max() <= 1.0  # capped like the original, at the true range
+
+
+def test_seed_reproduces_the_original_parameter_count():
+    assert build_model(ModelParams(arch="seed"), 224).count_params() == 34_243_204
+
+
+def test_decoder_widths_must_match_the_skips():
+    with pytest.raises(ValueError, match="needs 3 entries"):
+        build_model(ModelParams(decoder_widths=(32, 16)), 64)
+    with pytest.raises(ValueError, match="divisible by 32"):
+        build_model(ModelParams(arch="seed"), 48)
+
+
+def test_loss_and_rmse_are_zero_for_the_encoded_truth_and_hue_is_circular():
+    hs = np.array([[[[1, 255], [178, 255], [90, 0]]]], np.uint8)  # red, red across the wrap, hue-less gray
+    exact = colour.record_target(hs, "chroma")
+    assert float(TargetLoss("chroma")(hs, exact)) == pytest.approx(0.0, abs=1e-7)
+    metric = TargetRMSE("chroma")
+    metric.update_state(hs, exact)
+    assert float(metric.result()) == pytest.approx(0.0, abs=1e-6)
+    swapped = exact[:, :, [1, 0, 2]]  # the two reds traded places: nearly free in chroma space
+    assert float(TargetLoss("chroma")(hs, swapped)) < 0.01
+
+
+@pytest.mark.parametrize("kind", ["mse", "l1", "huber"])
+def test_saturation_weight_counts_colourful_pixels_more(kind):
+    hs = np.array([[[[0, 255], [0, 0]]]], np.uint8)
+    pred = colour.record_target(hs, "chroma") + 0.5
+    plain = float(TargetLoss("chroma", kind)(hs, pred))
+    weighted = float(TargetLoss("chroma", kind, saturation_weight=2.0)(hs, pred))
+    assert weighted == pytest.approx(plain * 2.0)  # weights 3 and 1 average to 2
+
+
+def test_a_saved_model_reloads_in_safe_mode(tmp_path):
+    model = build_model(ModelParams(), 32)
+    model.compile(loss=TargetLoss("chroma", "huber"), metrics=[TargetRMSE("chroma")])
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    x = np.random.default_rng(0).integers(0, 255, (1, 32, 32, 1), dtype=np.uint8)
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)

@@ -1,0 +1,173 @@
+"""Training: a short real fit, determinism, NaN handling, MLflow contents (sqlite and a real server), resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from src import fit
+from src.params import ModelParams, TrainParams
+from src.stages import train
+from src.tracking import TrackingUnavailable
+from tests.repo import copy_repo, dvc, env
+
+FAST = TrainParams(model=ModelParams(encoder_widths=(8, 16, 32), decoder_widths=(16, 8)), epochs=3, batch_size=16,
+                   patience=5, sample_every=1, sample_count=3)
+
+
+def fit_once(shards, tmp: Path, p: TrainParams = FAST) -> fit.FitResult:
+    fit.configure(p)
+    return fit.fit(p, shards, tmp, verbose=0)
+
+
+def test_a_short_fit_learns_and_keeps_the_best_weights(tiny_shards, tmp_path):
+    result = fit_once(tiny_shards, tmp_path)
+    history = result.history
+    assert list(history["epoch"]) == [0, 1, 2]
+    assert history["rmse"].iloc[-1] < history["rmse"].iloc[0]
+    assert result.best_val_rmse == history["val_rmse"].min()
+    evaluated = result.model.evaluate(*_val_arrays(tiny_shards), verbose=0, return_dict=True)
+    assert evaluated["rmse"] == pytest.approx(result.best_val_rmse, rel=1e-4)
+
+
+def _val_arrays(shards):
+    from src.pipeline import InputSpec, arrays
+
+    return arrays(shards.load("val"), InputSpec())
+
+
+def test_same_params_and_data_give_the_same_numbers(tiny_shards, tmp_path):
+    a = fit_once(tiny_shards, tmp_path / "a").history
+    b = fit_once(tiny_shards, tmp_path / "b").history
+    pd.testing.assert_series_equal(a["val_rmse"], b["val_rmse"])
+    pd.testing.assert_series_equal(a["loss"], b["loss"])
+
+
+def test_a_diverging_run_stops_with_a_clear_error(tiny_shards, tmp_path):
+    p = replace(FAST, optimizer="sgd", learning_rate=1e12)
+    with pytest.raises(FloatingPointError, match="learning_rate"):
+        fit_once(tiny_shards, tmp_path, p)
+
+
+def run_stage(tiny_shards, tmp: Path, uri: str) -> dict:
+    p = replace(FAST, tracking_uri=uri, experiment="test-train")
+    return train.run(p, shards_dir=tiny_shards.root, model_dir=tmp / "models", metrics=tmp / "train.json",
+                     history=tmp / "history.csv", cache=tmp / "cache")
+
+
+def check_run(uri: str, tmp: Path) -> None:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("test-train")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.params["learning_rate"] == str(FAST.learning_rate)
+    assert run.data.params["model.decoder_widths"] == "(16, 8)"
+    assert len(run.data.tags["git_commit"]) >= 7
+    assert run.inputs.dataset_inputs[0].dataset.name == "shards"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_rmse")] == [0, 1, 2]
+    assert run.data.metrics["train_img_per_s"] > 0 and run.data.metrics["wall_s"] > 0
+    images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+    assert len(images) >= 3, images  # a stepped series: one grid per epoch here
+    meta = json.loads((tmp / "models" / "model.json").read_text())
+    assert meta["mlflow_run_id"] == run.info.run_id
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    gray = np.zeros((2, 32, 32, 1), np.uint8)
+    assert np.asarray(model.predict(gray)).shape == (2, 32, 32, 2)
+    assert json.loads((tmp / "train.json").read_text())["epochs"] == 3
+
+
+def test_the_mlflow_run_holds_params_metrics_images_and_a_loadable_model(tiny_shards, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_stage(tiny_shards, tmp_path, uri)
+    mlflow.set_tracking_uri(uri)
+    check_run(uri, tmp_path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination",
+         str(tmp_path / "artifacts")],
+        env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(uri + "/health", timeout=2).read()
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        os.killpg(server.pid, signal.SIGTERM)
+        pytest.fail("mlflow server did not start within 90 s")
+    yield uri
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+
+
+def test_the_same_run_through_a_real_tracking_server(tiny_shards, tmp_path, mlflow_server):
+    run_stage(tiny_shards, tmp_path, mlflow_server)
+    mlflow.set_tracking_uri(mlflow_server)
+    check_run(mlflow_server, tmp_path)
+
+
+def test_an_unreachable_tracking_server_fails_before_training(tiny_shards, tmp_path):
+    with pytest.raises(TrackingUnavailable, match="unreachable"):
+        run_stage(tiny_shards, tmp_path, f"http://127.0.0.1:{free_port()}")
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_training_resumes_from_its_last_epoch(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"].update(epochs=6, patience=10, sample_every=10)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc("repro", "shard", cwd=repo)
+    command = [sys.executable, "-m", "src.stages.train"]
+    first = subprocess.Popen(command, cwd=repo, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    history = None
+    while time.monotonic() < deadline and first.poll() is None:
+        found = list((repo / ".cache" / "train").glob("*/history.csv"))
+        if found and found[0].read_text().count("\n") >= 3:  # header + two finished epochs
+            history = found[0]
+            break
+        time.sleep(0.2)
+    assert history is not None, "training never finished two epochs"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    done_before = len(pd.read_csv(history))
+    assert done_before < 6 and not (repo / "models").exists()
+
+    second = subprocess.run(command, cwd=repo, env=env(), capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"resuming: {done_before} epochs already done" in second.stderr
+    final = pd.read_csv(repo / "reports" / "train_history.csv")
+    assert list(final["epoch"]) == list(range(6))
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("colorizer").experiment_id])
+    assert len(runs) == 1, "the resumed training must continue the same MLflow run"
+    assert len(client.get_metric_history(runs[0].info.run_id, "val_rmse")) == 6
