@@ -118,3 +118,10 @@ def luma(bgr: np.ndarray) -> np.ndarray:
 def mean_chroma(records: np.ndarray) -> float:
     """Mean chroma max(R,G,B) - min(R,G,B) over pixels (0..255) from records: S * V / 255. Zero for gray."""
     return float(np.mean(records[..., S].astype(np.float32) * records[..., V]) / SAT_MAX)
+
+
+def model_gray(bgr: np.ndarray, gray: Gray) -> np.ndarray:
+    """What a model trained on `gray` sees from a colour image (h, w, 3); a gray image (h, w) is used as is."""
+    if bgr.ndim == 2:
+        return bgr
+    return luma(bgr) if gray == "luma" else bgr.max(axis=-1)

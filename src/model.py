@@ -18,7 +18,10 @@ RESNET50_STAGES = ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_
 def build_model(p: ModelParams, image_size: int) -> keras.Model:
     if image_size % 32 and (p.arch == "seed" or p.encoder == "resnet50"):
         raise ValueError(f"ResNet50 needs image_size divisible by 32, got {image_size}")
-    gray = keras.Input((image_size, image_size, 1), dtype="uint8", name="gray")
+    if image_size % (2 ** (len(p.encoder_widths) - 1)):
+        raise ValueError(f"image_size {image_size} must be divisible by 2^{len(p.encoder_widths) - 1} (the encoder's poolings)")
+    # Spatial size left open: the same fully convolutional model trains on crops and predicts on whole images.
+    gray = keras.Input((None, None, 1), dtype="uint8", name="gray")
     x = layers.Rescaling(1.0 / 255.0, name="to_unit")(gray)
     if p.arch == "seed":
         return seed_model(gray, x, p)

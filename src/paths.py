@@ -19,3 +19,7 @@ HSV_METRICS = REPORTS / "hsv_split.json"
 SHARD_MANIFEST = SHARD_DIR / "manifest.json"
 TRAIN_METRICS = REPORTS / "train.json"
 TRAIN_HISTORY = REPORTS / "train_history.csv"
+EVAL_METRICS = REPORTS / "eval.json"
+EVAL_IMAGES = REPORTS / "eval_images.csv"
+EVAL_SAMPLES = REPORTS / "eval_samples.png"
+EVAL_BASELINE = ROOT / "experiments" / "baseline_eval.json"  # committed: the CI gate compares against it

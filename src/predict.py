@@ -24,7 +24,25 @@ class Colorizer:
 
     def predict(self, gray: np.ndarray, batch_size: int = 16) -> np.ndarray:
         """uint8 gray (n, s, s, 1) -> encoded chroma (n, s, s, 2)."""
-        return self.model.predict(gray, batch_size=batch_size, verbose=0)
+        # Direct calls rather than model.predict: no per-shape retracing, and no progress noise.
+        return np.concatenate([keras.ops.convert_to_numpy(self.model(gray[i : i + batch_size], training=False))
+                               for i in range(0, len(gray), batch_size)])
+
+    def colorize(self, images: list[np.ndarray], batch_size: int = 16) -> list[np.ndarray]:
+        """Colour or gray uint8 images of any size -> BGR at their full resolution.
+
+        Chroma is predicted at the model's resolution, upsampled, and combined with the full-resolution luma.
+        """
+        size = self.image_size
+        small = np.stack([cv2.resize(colour.model_gray(im, self.spec.gray), (size, size), interpolation=cv2.INTER_AREA)
+                          for im in images])[..., None]
+        encoded = self.predict(small, batch_size)
+        out = []
+        for im, enc in zip(images, encoded):
+            h, w = im.shape[:2]
+            full = cv2.resize(enc, (w, h), interpolation=cv2.INTER_LINEAR)
+            out.append(colour.render_prediction(im if im.ndim == 2 else colour.luma(im), full, self.spec.target))
+        return out
 
     def colorize_records(self, records: np.ndarray, batch_size: int = 16) -> np.ndarray:
         """uint8 records (n, s, s, 4) -> uint8 BGR (n, s, s, 3) with the records' own luma."""
@@ -54,11 +72,14 @@ def load(folder: Path | str) -> Colorizer:
 
 def sample_grid(records: np.ndarray, predicted_bgr: np.ndarray, scale: int = 2) -> np.ndarray:
     """RGB uint8 picture, one row per sample: gray input | prediction | truth."""
-    rows = []
-    for record, pred in zip(records, predicted_bgr):
-        gray = cv2.cvtColor(record[..., colour.Y], cv2.COLOR_GRAY2BGR)
-        rows.append(cv2.hconcat([gray, pred, colour.record_to_bgr(record)]))
-    grid = cv2.vconcat(rows)
+    truth = colour.record_to_bgr(records)
+    gray = np.repeat(records[..., colour.Y : colour.Y + 1], 3, axis=-1)
+    return grid([gray, predicted_bgr, truth], scale)
+
+
+def grid(columns: list[np.ndarray], scale: int = 2) -> np.ndarray:
+    """Columns of same-sized BGR images (n, h, w, 3) -> one RGB picture with a row per image."""
+    grid = cv2.vconcat([cv2.hconcat(list(row)) for row in zip(*columns)])
     if scale > 1:
         grid = cv2.resize(grid, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     return cv2.cvtColor(grid, cv2.COLOR_BGR2RGB)

@@ -40,7 +40,8 @@ def run(p: TrainParams, shards_dir: Path = SHARD_DIR, model_dir: Path = MODEL_DI
     from src.predict import Colorizer, save
 
     shards = ShardSet.open(shards_dir)
-    tracking.connect(tracking.resolve_uri(p.tracking_uri), p.experiment)  # fail before any training
+    uri = tracking.resolve_uri(p.tracking_uri)
+    tracking.connect(uri, p.experiment)  # fail before any training
     fit.configure(p)
     workdir = resume_dir(p, shards, cache)
     run_id_file = workdir / "mlflow_run_id"
@@ -60,7 +61,7 @@ def run(p: TrainParams, shards_dir: Path = SHARD_DIR, model_dir: Path = MODEL_DI
         summary = result.metrics()
         mlflow.log_metrics({k: float(v) for k, v in summary.items()})
         meta = {"arch": p.model.arch, "encoder": p.model.encoder, "mlflow_run_id": active.info.run_id,
-                "best_val_rmse": result.best_val_rmse}
+                "mlflow_tracking_uri": uri, "mlflow_experiment": p.experiment, "best_val_rmse": result.best_val_rmse}
         summary["model_uri"] = tracking.log_model(result.model, colour.gray_input(samples, spec.gray), meta)
         with atomic_path(model_dir) as tmp:
             tmp.mkdir()

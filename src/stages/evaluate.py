@@ -1,0 +1,184 @@
+"""Stage `evaluate`: score the model beside the gray and constant-colour baselines on the same images.
+
+    python -m src.stages.evaluate            # uses params.yaml: evaluate.*
+
+Sets: the test split (at shard resolution) and, if evaluate.extra_folder is set, every photo there resized to
+evaluate.image_size (the published protocol: 256x256, no crop; the model predicts chroma at its own resolution and
+keeps each photo's full-resolution luma). Metrics (../shared/docs/colour.md): RGB RMSE (the headline eval_rmse) and
+PSNR, the original design's H,S RMSE, saturation-weighted hue error, colourfulness of outputs and truth.
+Writes reports/eval.json (a DVC metric), reports/eval_images.csv and reports/eval_samples.png; logs the same
+into the training run in MLflow, registers the model and moves the `champion` alias only if it is better.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from src import colour, images, metrics, params
+from src.files import atomic_path, write_json
+from src.params import EvaluateParams
+from src.paths import EVAL_IMAGES, EVAL_METRICS, EVAL_SAMPLES, MODEL_DIR, SHARD_DIR
+from src.predict import META_FILE, Colorizer, grid, load
+from src.shards import ShardSet
+
+log = logging.getLogger(__name__)
+METHODS = ("model", "gray", "constant")
+
+
+def train_mean_colour(shards: ShardSet) -> tuple[float, float]:
+    """Mean (H, S) of the training split, one shard at a time (bounded memory)."""
+    sums, count = np.zeros(2), 0
+    for f in shards.files("train"):
+        records = np.load(f, mmap_mode="r")
+        sums += colour.record_target(np.asarray(records), "chroma").reshape(-1, 2).sum(axis=0)
+        count += records.shape[0] * records.shape[1] * records.shape[2]
+    hue, sat = colour.decode_target((sums / count).astype(np.float32), "chroma")
+    return float(hue), float(sat)
+
+
+def baselines(truth: np.ndarray, mean_hs: tuple[float, float]) -> dict[str, np.ndarray]:
+    """gray: the luma replicated (no colour); constant: the training mean colour everywhere, at the photo's luma."""
+    y = colour.luma(truth)
+    hue, sat = np.full(y.shape, mean_hs[0], np.float32), np.full(y.shape, mean_hs[1], np.float32)
+    return {"gray": cv2.cvtColor(y, cv2.COLOR_GRAY2BGR), "constant": colour.render(y, hue, sat)}
+
+
+def score(names: list[str], truths: list[np.ndarray], preds: list[np.ndarray], mean_hs, set_name: str) -> list[dict]:
+    """One row per image and method (model, gray, constant) with every metric."""
+    rows = []
+    for name, truth, pred in zip(names, truths, preds):
+        outputs = {"model": pred, **baselines(truth, mean_hs)}
+        truth_colourfulness = metrics.colourfulness(truth)
+        for method in METHODS:
+            rows.append({"set": set_name, "image": name, "method": method,
+                         **metrics.image_metrics(outputs[method], truth), "truth_colourfulness": truth_colourfulness})
+    return rows
+
+
+def evaluate_test(colorizer: Colorizer, shards: ShardSet, mean_hs, batch_size: int):
+    """The test split: (rows, truths, predictions)."""
+    records = shards.load("test")
+    index = pd.read_csv(shards.root / "records.csv").query("split == 'test'")  # same order as the shards
+    names = [f"{f}#{t}" for f, t in zip(index["file"], index["tile"])]
+    truths, preds = list(colour.record_to_bgr(records)), list(colorizer.colorize_records(records, batch_size))
+    return score(names, truths, preds, mean_hs, "test"), truths, preds
+
+
+def load_folder(folder: Path, size: int) -> tuple[list[str], list[np.ndarray]]:
+    """Every decodable colour photo of a folder, resized to size x size (no crop); others are logged and skipped."""
+    names, photos = [], []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        try:
+            bgr = images.read(path, 10**9).bgr
+        except images.Skip as skip:
+            log.warning("evaluate: skipping %s (%s)", path, skip)
+            continue
+        names.append(path.relative_to(folder).as_posix())
+        photos.append(cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA))
+    return names, photos
+
+
+def evaluate_folder(colorizer: Colorizer, folder: Path, size: int, mean_hs, batch_size: int) -> list[dict]:
+    names, truths = load_folder(folder, size)
+    if not truths:
+        raise RuntimeError(f"evaluate.extra_folder {folder} holds no readable photo")
+    rows = []
+    for start in tqdm(range(0, len(truths), batch_size), desc=f"evaluate {folder.name}", unit="batch"):
+        chunk = truths[start : start + batch_size]
+        rows += score(names[start : start + batch_size], chunk, colorizer.colorize(chunk, batch_size), mean_hs, "extra")
+    return rows
+
+
+def summarise(table: pd.DataFrame) -> dict:
+    """Per set: mean of every metric per method, the truth's colourfulness and the image count."""
+    out = {}
+    for set_name, rows in table.groupby("set", sort=False):
+        means = rows.groupby("method")[["rmse", "psnr", "hs_rmse", "hue_error", "colourfulness"]].mean()
+        out[set_name] = {method: {k: round(float(v), 4) for k, v in means.loc[method].items()} for method in METHODS}
+        out[set_name]["truth_colourfulness"] = round(float(rows["truth_colourfulness"].mean()), 4)
+        out[set_name]["images"] = int(rows["image"].nunique())
+    return out
+
+
+def run(p: EvaluateParams, model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD_DIR, out_metrics: Path = EVAL_METRICS,
+        out_images: Path = EVAL_IMAGES, out_samples: Path = EVAL_SAMPLES) -> dict:
+    """Evaluate, write the reports; returns the metrics dict (also written to `out_metrics`)."""
+    colorizer = load(model_dir)
+    shards = ShardSet.open(shards_dir)
+    mean_hs = train_mean_colour(shards)
+    rows, truths, preds = evaluate_test(colorizer, shards, mean_hs, p.batch_size)
+    if p.extra_folder:
+        rows += evaluate_folder(colorizer, Path(p.extra_folder), p.image_size, mean_hs, p.batch_size)
+    table = pd.DataFrame(rows)
+    summary = summarise(table)
+    result = {"eval_rmse": summary["test"]["model"]["rmse"], "eval_psnr": summary["test"]["model"]["psnr"],
+              "train_mean_hue": round(mean_hs[0], 3), "train_mean_saturation": round(mean_hs[1], 3), **summary}
+    with atomic_path(out_images) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    k = min(p.samples, len(truths))
+    shown = [baselines(t, mean_hs) for t in truths[:k]]
+    picture = grid([np.stack([b["gray"] for b in shown]), np.stack([b["constant"] for b in shown]),
+                    np.stack(preds[:k]), np.stack(truths[:k])], scale=2)  # gray | constant | model | truth
+    with atomic_path(out_samples) as tmp:
+        cv2.imwrite(str(tmp), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    write_json(out_metrics, result)
+    for set_name in summary:
+        s = summary[set_name]
+        log.info("%s (%d images): PSNR model %.2f dB, gray %.2f dB, constant %.2f dB; RMSE model %.2f; "
+                 "colourfulness model %.1f vs truth %.1f", set_name, s["images"], s["model"]["psnr"],
+                 s["gray"]["psnr"], s["constant"]["psnr"], s["model"]["rmse"], s["model"]["colourfulness"],
+                 s["truth_colourfulness"])
+    return result
+
+
+def flat_metrics(result: dict) -> dict[str, float]:
+    """{'eval_rmse': .., 'test_model_psnr': .., 'extra_gray_rmse': ..} for MLflow."""
+    flat = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+    for set_name in ("test", "extra"):
+        for method, values in result.get(set_name, {}).items():
+            if isinstance(values, dict):
+                flat.update({f"{set_name}_{method}_{k}": v for k, v in values.items()})
+            else:
+                flat[f"{set_name}_{method}"] = values
+    return flat
+
+
+def track(p: EvaluateParams, result: dict, model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD_DIR,
+          reports: tuple[Path, ...] = (EVAL_METRICS, EVAL_IMAGES, EVAL_SAMPLES)) -> dict | None:
+    """Log the evaluation into the training run; register the model and move `champion` if it is better."""
+    import mlflow
+
+    from src import registry, serving, tracking
+
+    meta = json.loads((model_dir / META_FILE).read_text())
+    tracking.connect(meta["mlflow_tracking_uri"], meta["mlflow_experiment"])
+    records = ShardSet.open(shards_dir).load("test")
+    gray = records[..., colour.Y]
+    truth_rgb = colour.record_to_bgr(records)[..., ::-1]
+    with mlflow.start_run(run_id=meta["mlflow_run_id"]):
+        mlflow.log_metrics(flat_metrics(result))
+        for path in reports:
+            mlflow.log_artifact(str(path), artifact_path="evaluation")
+        if not p.register_as:
+            return None
+        info = serving.log(model_dir, gray[:1])
+    version = mlflow.register_model(info.model_uri, p.register_as).version
+    return registry.promote_if_better(p.register_as, version, gray, truth_rgb)
+
+
+def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    p = params.load("evaluate")
+    track(p, run(p))
+
+
+if __name__ == "__main__":
+    main()
