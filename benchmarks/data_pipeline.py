@@ -63,14 +63,14 @@ def configure(repo: Path, photos: Path, image_size: int) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def tf_data_rate(repo: Path, batch: int = 64, seconds: float = 10.0) -> float:
-    """Training-pipeline images/s (shuffle, flip, decode, encode targets) from the shards in `repo`."""
+def tf_data_rate(repo: Path, batch: int = 64, seconds: float = 10.0, flip: bool = True) -> float:
+    """Training-pipeline images/s (shuffle, flip, decode, split gray / H,S) from the shards in `repo`."""
     sys.path.insert(0, str(repo))
     from src.pipeline import InputSpec, dataset
     from src.shards import ShardSet
 
     shards = ShardSet.open(repo / "data" / "shards")
-    ds = dataset(shards, "train", InputSpec(), batch, training=True, seed=0, flip=True).repeat()
+    ds = dataset(shards, "train", InputSpec(), batch, training=True, seed=0, flip=flip).repeat()
     it = iter(ds)
     for _ in range(5):
         next(it)  # warm-up: graph tracing and first reads
@@ -82,7 +82,7 @@ def tf_data_rate(repo: Path, batch: int = 64, seconds: float = 10.0) -> float:
 
 
 def tfrecord_rate(repo: Path, batch: int = 64, seconds: float = 10.0) -> float:
-    """The same records stored as TFRecord (one tf.train.Example each), read back: the alternative format."""
+    """The same records as TFRecord (one tf.train.Example each), with the same per-record work minus flips."""
     import tensorflow as tf
 
     records = np.load(next((repo / "data" / "shards").glob("train-*.npy")))
@@ -93,16 +93,19 @@ def tfrecord_rate(repo: Path, batch: int = 64, seconds: float = 10.0) -> float:
             w.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
     spec = {"record": tf.io.FixedLenFeature([], tf.string)}
     shape = records.shape[1:]
+    def decode(example):
+        record = tf.reshape(tf.io.decode_raw(tf.io.parse_single_example(example, spec)["record"], tf.uint8), shape)
+        return record[..., 3:4], record[..., :2]
+
     ds = (tf.data.TFRecordDataset([str(path)], num_parallel_reads=tf.data.AUTOTUNE).repeat().shuffle(1000)
-          .batch(batch).map(lambda x: tf.reshape(tf.io.decode_raw(tf.io.parse_example(x, spec)["record"], tf.uint8),
-                                                 [-1, *shape]), num_parallel_calls=tf.data.AUTOTUNE)
+          .map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(batch, num_parallel_calls=tf.data.AUTOTUNE)
           .prefetch(tf.data.AUTOTUNE))
     it = iter(ds)
     for _ in range(5):
         next(it)
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        n += next(it).shape[0]
+        n += next(it)[0].shape[0]
     return n / (time.perf_counter() - start)
 
 
@@ -143,7 +146,8 @@ def main() -> None:
         stage("hsv_split", repo)
         stage("shard", repo)
         results["tf_data_img_s_224px"] = tf_data_rate(repo)
-        results["tfrecord_img_s_224px"] = tfrecord_rate(repo)
+        results["npy_no_flip_img_s_224px"] = tf_data_rate(repo, flip=False)
+        results["tfrecord_no_flip_img_s_224px"] = tfrecord_rate(repo)
 
         big = multiply(args.photos, work / "photos10x", 10)
         configure(repo, big, 64)

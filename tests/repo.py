@@ -11,9 +11,13 @@ from tests.conftest import ROOT
 
 
 def env() -> dict[str, str]:
-    """The environment a user has after activating the venv: its python first on PATH."""
+    """The environment a user has after activating the venv: its python first on PATH.
+
+    MLFLOW_* variables are dropped: mlflow.set_tracking_uri() in earlier tests exports one.
+    """
     bin_dir = str(Path(sys.executable).parent)
-    return os.environ | {"PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "DVC_NO_ANALYTICS": "1",
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return clean | {"PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "DVC_NO_ANALYTICS": "1",
                          "PYTHONUNBUFFERED": "1"}
 
 

@@ -147,7 +147,8 @@ def test_a_killed_training_resumes_from_its_last_epoch(tmp_path):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc("repro", "shard", cwd=repo)
     command = [sys.executable, "-m", "src.stages.train"]
-    first = subprocess.Popen(command, cwd=repo, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(tmp_path / "first.log", "w")
+    first = subprocess.Popen(command, cwd=repo, env=env(), stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     history = None
     while time.monotonic() < deadline and first.poll() is None:
@@ -156,7 +157,7 @@ def test_a_killed_training_resumes_from_its_last_epoch(tmp_path):
             history = found[0]
             break
         time.sleep(0.2)
-    assert history is not None, "training never finished two epochs"
+    assert history is not None, "training never finished two epochs:\n" + (tmp_path / "first.log").read_text()[-3000:]
     first.send_signal(signal.SIGKILL)
     first.wait()
     done_before = len(pd.read_csv(history))

@@ -70,8 +70,12 @@ def _results(files: list[Path], root: Path, p: HsvSplitParams, workers: int) -> 
         yield from map(work, files)
         return
     window = WINDOW_PER_WORKER * workers
-    # fork: workers start at once with the parent's imports (no TensorFlow here); one OpenCV thread each
-    with mp.get_context("fork").Pool(workers, initializer=_init_worker) as pool:
+    # forkserver: workers fork from a clean server process with this module preloaded, so they start fast and
+    # never inherit a parent's threads (plain fork can deadlock when, e.g., TensorFlow is loaded); one OpenCV
+    # thread each.
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    with context.Pool(workers, initializer=_init_worker) as pool:
         for start in range(0, len(files), window):
             yield from pool.imap(work, files[start : start + window], chunksize=8)
 

@@ -67,6 +67,7 @@ def run(p: ShardParams, hsv: Path = HSV_DIR, out: Path = SHARD_DIR) -> dict:
                 chunk = rows.iloc[start : start + p.shard_records]
                 name = f"{split}-{n:05d}.npy"
                 np.save(tmp / name, np.stack([record(int(r.part), int(r.offset)) for r in chunk.itertuples()]))
+                parts.clear()  # unmap: touched pages would otherwise stay resident and grow with the data
                 shards.append({"file": name, "records": len(chunk), "sha256": sha256_file(tmp / name),
                                "header_bytes": header_bytes(tmp / name)})
             manifest["splits"][split] = {"records": len(rows), "photos": int(rows["photo"].nunique()),
