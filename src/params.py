@@ -86,6 +86,16 @@ class EvaluateParams:
     register_as: str = "colorizer"  # MLflow registered model name; empty disables registration
 
 
+@dataclass(frozen=True)
+class TuneParams:
+    n_trials: int = 6
+    epochs: int = 6  # per trial
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    seed: int = 7
+    study_name: str = "colorizer"
+    storage: str = ""  # empty: a journal file under experiments/tune/
+
+
 def _coerce(cls: type[T], raw: dict[str, Any] | None) -> T:
     """Build dataclass `cls` from a dict, refusing unknown keys and converting lists to tuples."""
     raw = dict(raw or {})
@@ -110,6 +120,7 @@ SECTIONS = {
     "shard": ShardParams,
     "train": TrainParams,
     "evaluate": EvaluateParams,
+    "tune": TuneParams,
 }
 
 

@@ -22,4 +22,6 @@ TRAIN_HISTORY = REPORTS / "train_history.csv"
 EVAL_METRICS = REPORTS / "eval.json"
 EVAL_IMAGES = REPORTS / "eval_images.csv"
 EVAL_SAMPLES = REPORTS / "eval_samples.png"
+TUNE_DIR = ROOT / "experiments" / "tune"
+SEARCH_SPACE = ROOT / "experiments" / "search_space.yaml"
 EVAL_BASELINE = ROOT / "experiments" / "baseline_eval.json"  # committed: the CI gate compares against it

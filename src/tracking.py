@@ -44,7 +44,10 @@ def connect(uri: str, experiment: str) -> str:
                 "train.tracking_uri / MLFLOW_TRACKING_URI to a reachable server"
             ) from exc
     mlflow.set_tracking_uri(uri)
-    return mlflow.set_experiment(experiment).experiment_id
+    try:
+        return mlflow.set_experiment(experiment).experiment_id
+    except mlflow.exceptions.MlflowException:  # a concurrent worker created it a moment ago
+        return mlflow.set_experiment(experiment).experiment_id
 
 
 def git_commit() -> str:
@@ -87,13 +90,13 @@ def log_run_context(params: dict, shards: ShardSet) -> None:
 class EpochLogger(keras.callbacks.Callback):
     """Per-epoch metrics, and every `every` epochs a gray | prediction | truth grid of fixed validation images."""
 
-    def __init__(self, samples: np.ndarray, colorize, every: int = 1):
+    def __init__(self, samples=(), colorize=None, every: int = 1):
         super().__init__()
         self.samples, self.colorize, self.every = samples, colorize, max(every, 1)
 
     def on_epoch_end(self, epoch, logs=None):
         mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch)
-        if epoch % self.every == 0 and len(self.samples):
+        if self.colorize and epoch % self.every == 0 and len(self.samples):
             from src.predict import sample_grid
 
             mlflow.log_image(sample_grid(self.samples, self.colorize(self.model, self.samples)), key="samples",

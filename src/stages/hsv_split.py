@@ -14,6 +14,7 @@ import hashlib
 import logging
 import multiprocessing as mp
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -30,7 +31,8 @@ from src.params import HsvSplitParams
 from src.paths import HSV_DIR, HSV_METRICS, HSV_REPORT, RAW_DIR
 
 log = logging.getLogger(__name__)
-WINDOW_PER_WORKER = 256  # files in flight per worker: keeps finished-but-unwritten results bounded
+WINDOW_PER_WORKER = 256
+THREADED_FRAMEWORKS = {"tensorflow", "torch", "jax"}  # files in flight per worker: keeps finished-but-unwritten results bounded
 
 
 @dataclass(frozen=True)
@@ -70,14 +72,19 @@ def _results(files: list[Path], root: Path, p: HsvSplitParams, workers: int) -> 
         yield from map(work, files)
         return
     window = WINDOW_PER_WORKER * workers
-    # forkserver: workers fork from a clean server process with this module preloaded, so they start fast and
-    # never inherit a parent's threads (plain fork can deadlock when, e.g., TensorFlow is loaded); one OpenCV
-    # thread each.
-    context = mp.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    with context.Pool(workers, initializer=_init_worker) as pool:
+    with _context().Pool(workers, initializer=_init_worker) as pool:
         for start in range(0, len(files), window):
             yield from pool.imap(work, files[start : start + window], chunksize=8)
+
+
+def _context() -> mp.context.BaseContext:
+    """fork starts workers at once (the stage's own process is single-threaded); where a threaded framework is
+    loaded in this process (tests, notebooks), fork can deadlock, so workers come from a clean forkserver."""
+    if not THREADED_FRAMEWORKS.intersection(sys.modules):
+        return mp.get_context("fork")
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
 
 
 def _init_worker() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -37,19 +38,40 @@ def assign_splits(index: pd.DataFrame, p: ShardParams) -> pd.DataFrame:
     return index.sort_values(["split", "key"], kind="stable").reset_index(drop=True)
 
 
+class PartReader:
+    """Reads single records from hsv-split's .npy parts with pread.
+
+    Not np.memmap: random access over memory-mapped parts maps in (and counts as resident) nearly every page of
+    every part, so memory would grow with the data set.
+    """
+
+    def __init__(self, hsv: Path):
+        self.hsv = hsv
+        self.files: dict[int, tuple[int, int, tuple[int, ...]]] = {}  # part -> (fd, header bytes, record shape)
+
+    def read(self, part: int, offset: int) -> np.ndarray:
+        if part not in self.files:
+            path = self.hsv / f"part-{part:05d}.npy"
+            shape = np.load(path, mmap_mode="r").shape[1:]
+            self.files[part] = (os.open(path, os.O_RDONLY), header_bytes(path), shape)
+        fd, header, shape = self.files[part]
+        size = int(np.prod(shape))
+        data = os.pread(fd, size, header + offset * size)
+        return np.frombuffer(data, np.uint8).reshape(shape)
+
+    def close(self) -> None:
+        for fd, _, _ in self.files.values():
+            os.close(fd)
+        self.files.clear()
+
+
 def run(p: ShardParams, hsv: Path = HSV_DIR, out: Path = SHARD_DIR) -> dict:
     """Write the shards and the manifest; returns the manifest."""
     if p.shard_records < 1:
         raise ValueError("shard.shard_records must be at least 1")
     index = assign_splits(pd.read_csv(hsv / "records.csv", dtype={"photo": str}), p)
-    parts = {}  # part number -> memory-mapped array, opened lazily
-
-    def record(part: int, offset: int) -> np.ndarray:
-        if part not in parts:
-            parts[part] = np.load(hsv / f"part-{part:05d}.npy", mmap_mode="r")
-        return parts[part][offset]
-
-    first = record(int(index["part"].iloc[0]), int(index["offset"].iloc[0]))
+    reader = PartReader(hsv)
+    first = reader.read(int(index["part"].iloc[0]), int(index["offset"].iloc[0]))
     manifest: dict = {"format": "npy", "dtype": "uint8", "record_shape": list(first.shape),
                       "channels": ["H", "S", "V", "Y"], "params": vars(p), "splits": {}}
     with atomic_path(out) as tmp:
@@ -66,8 +88,7 @@ def run(p: ShardParams, hsv: Path = HSV_DIR, out: Path = SHARD_DIR) -> dict:
             for n, start in enumerate(tqdm(starts, desc=f"shard {split}", unit="shard")):
                 chunk = rows.iloc[start : start + p.shard_records]
                 name = f"{split}-{n:05d}.npy"
-                np.save(tmp / name, np.stack([record(int(r.part), int(r.offset)) for r in chunk.itertuples()]))
-                parts.clear()  # unmap: touched pages would otherwise stay resident and grow with the data
+                np.save(tmp / name, np.stack([reader.read(int(r.part), int(r.offset)) for r in chunk.itertuples()]))
                 shards.append({"file": name, "records": len(chunk), "sha256": sha256_file(tmp / name),
                                "header_bytes": header_bytes(tmp / name)})
             manifest["splits"][split] = {"records": len(rows), "photos": int(rows["photo"].nunique()),
@@ -75,6 +96,7 @@ def run(p: ShardParams, hsv: Path = HSV_DIR, out: Path = SHARD_DIR) -> dict:
         rows_out = index[["file", "photo", "tile", "split"]]
         rows_out.to_csv(tmp / "records.csv", index=False)
         write_json(tmp / MANIFEST, manifest)
+    reader.close()
     log.info("shards: %s", {s: (m["records"], m["photos"]) for s, m in manifest["splits"].items()})
     return manifest
 

@@ -1,0 +1,277 @@
+"""Optuna sweep of learning rate and decoder widths over the pipeline's shards, one MLflow child run per trial.
+
+    python -m src.tune --n-trials 6                 # after `dvc repro`; resumable: rerun to continue
+    python -m src.tune --apply                      # write the best params into params.yaml, then `dvc repro`
+    python -m src.tune --storage postgresql://user:pw@db/optuna --study-name big   # many machines, one study
+
+Search space: experiments/search_space.yaml. Defaults: params.yaml `tune`. Trials call the train stage's fit
+function with only the swept params changed, and report per-epoch val RMSE to the pruner. Outputs in
+experiments/tune/: best_params.yaml, trials.csv, optimisation history and parameter importance plots.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import socket
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import psutil
+import yaml
+
+from src import params
+from src.files import atomic_path, write_text
+from src.params import TrainParams, TuneParams, as_flat_dict
+from src.paths import PARAMS_FILE, SEARCH_SPACE, SHARD_DIR, TUNE_DIR
+
+log = logging.getLogger(__name__)
+HOST = socket.gethostname()
+
+
+def load_space(path: Path = SEARCH_SPACE) -> dict[str, dict]:
+    return yaml.safe_load(path.read_text())
+
+
+def suggest(trial: optuna.Trial, space: dict[str, dict]) -> dict[str, Any]:
+    """Sample every entry of the search space; list choices travel as strings ("64,32,16") for Optuna."""
+    values = {}
+    for name, spec in space.items():
+        if "choices" in spec:
+            labels = [",".join(map(str, c)) if isinstance(c, list) else c for c in spec["choices"]]
+            label = trial.suggest_categorical(name, labels)
+            values[name] = tuple(int(v) for v in label.split(",")) if isinstance(label, str) else label
+        else:
+            values[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]), log=spec.get("log", False))
+    return values
+
+
+def apply_values(base: TrainParams, values: dict[str, Any]) -> TrainParams:
+    """TrainParams with the swept values: model fields go to train.model, the rest to train."""
+    model_fields = {k: v for k, v in values.items() if hasattr(base.model, k)}
+    other = {k: v for k, v in values.items() if k not in model_fields}
+    return replace(base, model=replace(base.model, **model_fields), **other)
+
+
+def storage_for(url: str) -> optuna.storages.BaseStorage:
+    """Journal file (default, one machine, many processes) or an RDB URL (PostgreSQL/MySQL: many machines)."""
+    if not url:
+        TUNE_DIR.mkdir(parents=True, exist_ok=True)
+        url = str(TUNE_DIR / "journal.log")
+    if "://" not in url:
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url))
+    # heartbeats let Optuna fail and retry the trials of a worker that died (RDB storages only)
+    return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180,
+                                      failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+
+
+def recover_orphans(study: optuna.Study) -> int:
+    """Journal storage has no heartbeat: fail RUNNING trials whose process on this host is gone, and re-queue them."""
+    orphans = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        pid, host = trial.user_attrs.get("pid"), trial.user_attrs.get("host")
+        if host == HOST and pid and not _alive(pid):
+            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)  # noqa: SLF001
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            orphans += 1
+    if orphans:
+        log.info("re-queued %d trial(s) interrupted by a killed worker", orphans)
+    return orphans
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"tune.pruner must be median, hyperband or none, got {name!r}")
+
+
+class Objective:
+    """One trial: sample, fit with the shared fit function, log a child MLflow run; returns best val RMSE."""
+
+    def __init__(self, base: TrainParams, epochs: int, shards_dir: Path, space: dict):
+        self.base, self.epochs, self.shards_dir, self.space = replace(base, epochs=epochs), epochs, shards_dir, space
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        import keras
+        import mlflow
+        from optuna_integration import KerasPruningCallback
+
+        from src import fit
+        from src.shards import ShardSet
+        from src.tracking import EpochLogger
+
+        trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("host", HOST)
+        p = apply_values(self.base, suggest(trial, self.space))
+        keras.backend.clear_session()  # memory stays flat across in-process trials
+        fit.configure(p)
+        state, value = "failed", None
+        with mlflow.start_run(nested=True, run_name=f"trial-{trial.number}") as child:
+            trial.set_user_attr("mlflow_run_id", child.info.run_id)
+            mlflow.log_params(as_flat_dict(p) | {"trial": trial.number})
+            try:
+                with tempfile.TemporaryDirectory(prefix="trial-") as workdir:
+                    result = fit.fit(p, ShardSet.open(self.shards_dir), Path(workdir), verbose=0, callbacks=[
+                        KerasPruningCallback(trial, fit.MONITOR), EpochLogger()])
+                state, value = "complete", result.best_val_rmse
+                mlflow.log_metric("best_val_rmse", value)
+                trial.set_user_attr("rss_mib", round(psutil.Process().memory_info().rss / 2**20))  # flat = no leak
+            except optuna.TrialPruned:
+                state = "pruned"
+                raise
+            finally:
+                mlflow.set_tag("state", state)
+        return value
+
+
+def run_study(n_trials: int, timeout: float | None, storage: str, study_name: str, tune: TuneParams,
+              train: TrainParams, shards_dir: Path = SHARD_DIR, out: Path = TUNE_DIR,
+              space: dict | None = None) -> optuna.Study:
+    """Create or resume the study and run until it holds `n_trials` finished trials (all workers together)."""
+    import mlflow
+
+    from src import tracking
+
+    tracking.connect(tracking.resolve_uri(train.tracking_uri), train.experiment)
+    study = optuna.create_study(study_name=study_name, storage=storage_for(storage), direction="minimize",
+                                sampler=optuna.samplers.TPESampler(seed=tune.seed), pruner=make_pruner(tune.pruner),
+                                load_if_exists=True)
+    recover_orphans(study)
+    parent_id = study.user_attrs.get("mlflow_parent_run_id")
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    with mlflow.start_run(run_id=parent_id, run_name=None if parent_id else f"tune-{study_name}") as parent:
+        if not parent_id:
+            study.set_user_attr("mlflow_parent_run_id", parent.info.run_id)
+            mlflow.log_params({"study_name": study_name, "pruner": tune.pruner, "sampler_seed": tune.seed,
+                               "epochs_per_trial": tune.epochs})
+        mlflow.set_tag("mlflow.note.content", f"Optuna study {study_name}: one child run per trial")
+        study.optimize(
+            Objective(train, tune.epochs, shards_dir, space or load_space()),
+            timeout=timeout, gc_after_trial=True, show_progress_bar=True,
+            catch=(FloatingPointError, MemoryError, RuntimeError, ValueError),  # recorded as failed; the sweep goes on
+            callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=finished)],
+            # failed trials do not count towards n_trials; at most as many failures as trials still wanted
+            n_trials=2 * max(n_trials - len(study.get_trials(deepcopy=False, states=finished)), 0),
+        )
+        report(study, out, space or load_space())
+    return study
+
+
+def report(study: optuna.Study, out: Path, space: dict) -> None:
+    """best_params.yaml, trials.csv and plots under `out`; the best trial tagged; the same logged to the parent."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    out.mkdir(parents=True, exist_ok=True)
+    trials = study.trials_dataframe()
+    with atomic_path(out / "trials.csv") as tmp:
+        trials.to_csv(tmp, index=False)
+    mlflow.log_artifact(str(out / "trials.csv"))
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        log.warning("no trial completed: nothing to report")
+        return
+    best = study.best_trial
+    values = suggest(optuna.trial.FixedTrial(best.params), space)
+    write_text(out / "best_params.yaml", yaml.safe_dump(
+        {"trial": best.number, "best_val_rmse": float(best.value),
+         "params": {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}}, sort_keys=False))
+    mlflow.log_artifact(str(out / "best_params.yaml"))
+    mlflow.log_metric("best_val_rmse", float(best.value))
+    mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
+    if "mlflow_run_id" in best.user_attrs:
+        MlflowClient().set_tag(best.user_attrs["mlflow_run_id"], "best_trial", "true")
+    from optuna.visualization import matplotlib as plots
+
+    figures = {"optimization_history.png": plots.plot_optimization_history}
+    if len(complete) >= 2:
+        figures["param_importances.png"] = plots.plot_param_importances
+    for name, plot in figures.items():
+        try:
+            figure = plot(study).figure
+        except (ValueError, RuntimeError) as exc:  # e.g. importances need parameters that varied
+            log.warning("no %s: %s", name, exc)
+            continue
+        figure.tight_layout()
+        with atomic_path(out / name) as tmp:
+            figure.savefig(tmp, dpi=100, format="png")
+        mlflow.log_artifact(str(out / name))
+
+
+def summary(study: optuna.Study) -> str:
+    table = study.trials_dataframe(attrs=("number", "value", "state", "params", "duration"))
+    table["duration"] = table["duration"].dt.total_seconds().round(1)
+    return table.to_markdown(index=False, floatfmt=".4f")
+
+
+def apply_best(out: Path = TUNE_DIR, params_file: Path = PARAMS_FILE) -> dict:
+    """Write experiments/tune/best_params.yaml into params.yaml's train section (comments kept)."""
+    from src.profile import merge
+
+    path = out / "best_params.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run a sweep first (python -m src.tune)")
+    best = yaml.safe_load(path.read_text())["params"]
+    base = TrainParams()
+    overrides = {(f"train.model.{k}" if hasattr(base.model, k) else f"train.{k}"): v for k, v in best.items()}
+    merge(overrides, params_file)
+    return overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tune = params.load("tune")
+    parser.add_argument("--n-trials", type=int, default=tune.n_trials, help="finished trials the study should hold "
+                        "(all workers together; default %(default)s)")
+    parser.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    parser.add_argument("--storage", default=tune.storage, help="journal file path or RDB URL (default: "
+                        "experiments/tune/journal.log)")
+    parser.add_argument("--study-name", default=tune.study_name, help="default %(default)s")
+    parser.add_argument("--apply", action="store_true", help="write the best params into params.yaml and exit")
+    parser.add_argument("--shards", type=Path, default=SHARD_DIR, help="shard folder (default: the pipeline's)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.apply:
+        for key, value in apply_best().items():
+            print(f"params.yaml: {key} = {value}")
+        print("now run `dvc repro` to train the final model with them")
+        return 0
+    if not (args.shards / "manifest.json").exists():
+        print(f"tune: no shards in {args.shards}: run `dvc repro shard` first", file=sys.stderr)
+        return 2
+    study = run_study(args.n_trials, args.timeout, args.storage, args.study_name, tune, params.load("train"),
+                      args.shards)
+    print(summary(study))
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if complete:
+        print(f"best: trial {study.best_trial.number}, val RMSE {study.best_value:.4f}, {study.best_params}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

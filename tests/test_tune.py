@@ -1,0 +1,145 @@
+"""The Optuna tuner on real journal storage, real MLflow stores, real subprocess workers."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from src import tune
+from src.params import ModelParams, TrainParams, TuneParams
+from src.paths import PARAMS_FILE
+from tests.repo import env
+
+SPACE = {"learning_rate": {"low": 0.001, "high": 0.01, "log": True},
+         "decoder_widths": {"choices": [[16, 8, 8], [32, 16, 8]]}}
+TRAIN = TrainParams(model=ModelParams(encoder_widths=(8, 16, 32, 32)), batch_size=16)
+TUNE = TuneParams(epochs=3, seed=1)
+
+
+def sweep(tiny_shards, tmp: Path, n_trials: int, storage: Path | None = None, space=SPACE,
+          train: TrainParams = TRAIN) -> optuna.Study:
+    p = replace(train, tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}", experiment="tune")
+    return tune.run_study(n_trials, None, str(storage or tmp / "journal.log"), "study", TUNE, p, tiny_shards.root,
+                          out=tmp / "out", space=space)
+
+
+def children(uri: str, parent_id: str) -> list:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("tune")
+    return client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+
+
+def test_a_sweep_logs_parent_and_children_and_writes_its_reports(tiny_shards, tmp_path):
+    study = sweep(tiny_shards, tmp_path, 4)
+    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(finished) == 4
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = children(uri, study.user_attrs["mlflow_parent_run_id"])
+    assert len(runs) == 4
+    assert {r.data.tags["state"] for r in runs} <= {"complete", "pruned"}
+    best = [r for r in runs if r.data.tags.get("best_trial") == "true"]
+    assert len(best) == 1 and best[0].data.metrics["best_val_rmse"] == pytest.approx(study.best_value)
+    assert all(len(MlflowClient(uri).get_metric_history(r.info.run_id, "val_rmse")) >= 1 for r in runs)
+    best_params = yaml.safe_load((tmp_path / "out" / "best_params.yaml").read_text())
+    assert best_params["params"]["decoder_widths"] in SPACE["decoder_widths"]["choices"]
+    assert len((tmp_path / "out" / "trials.csv").read_text().splitlines()) == 5
+    assert (tmp_path / "out" / "optimization_history.png").stat().st_size > 1000
+    rss = [t.user_attrs["rss_mib"] for t in study.trials if "rss_mib" in t.user_attrs]
+    assert max(rss) - min(rss) < 300, rss  # Keras sessions are cleared between trials
+
+
+def test_rerunning_continues_the_same_study_and_parent_run(tiny_shards, tmp_path):
+    first = sweep(tiny_shards, tmp_path, 2)
+    second = sweep(tiny_shards, tmp_path, 3)
+    assert len(second.trials) == 3 and [t.number for t in second.trials] == [0, 1, 2]
+    assert second.user_attrs["mlflow_parent_run_id"] == first.user_attrs["mlflow_parent_run_id"]
+
+
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tiny_shards, tmp_path):
+    storage = tmp_path / "journal.log"
+    study = optuna.create_study(study_name="study", storage=tune.storage_for(str(storage)))
+    study.enqueue_trial({"learning_rate": 1e9, "decoder_widths": "16,8,8"})  # plain SGD at 1e9 diverges: NaN loss
+    study = sweep(tiny_shards, tmp_path, 2, storage, SPACE, replace(TRAIN, optimizer="sgd", learning_rate=0.05))
+    states = [t.state for t in study.trials]
+    assert states[0] == optuna.trial.TrialState.FAIL
+    assert states.count(optuna.trial.TrialState.COMPLETE) + states.count(optuna.trial.TrialState.PRUNED) == 2
+    runs = children(f"sqlite:///{tmp_path / 'mlflow.db'}", study.user_attrs["mlflow_parent_run_id"])
+    assert sorted(r.data.tags["state"] for r in runs).count("failed") == 1
+
+
+def test_apply_writes_the_best_params_into_params_yaml_keeping_comments(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "best_params.yaml").write_text(yaml.safe_dump(
+        {"trial": 3, "best_val_rmse": 0.2, "params": {"learning_rate": 0.0042, "decoder_widths": [96, 48, 24]}}))
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(PARAMS_FILE.read_text())
+    tune.apply_best(out, params_file)
+    text = params_file.read_text()
+    applied = yaml.safe_load(text)["train"]
+    assert applied["learning_rate"] == 0.0042 and applied["model"]["decoder_widths"] == [96, 48, 24]
+    assert "# one per skip, deep to shallow" in text
+
+
+def worker(tiny_shards, tmp: Path, n_trials: int) -> subprocess.Popen:
+    log = open(tmp / f"worker-{time.monotonic_ns()}.log", "w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "src.tune", "--n-trials", str(n_trials), "--storage", str(tmp / "journal.log"),
+         "--study-name", "shared", "--shards", str(tiny_shards.root)],
+        env=env() | {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}"}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_without_lost_or_duplicated_trials(tiny_shards, tmp_path):
+    MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()  # schema created once, as by `dvc repro`
+    workers = [worker(tiny_shards, tmp_path, 4), worker(tiny_shards, tmp_path, 4)]
+    for w in workers:
+        assert w.wait(timeout=900) == 0, [p.read_text()[-2000:] for p in tmp_path.glob("worker-*.log")]
+    study = optuna.load_study(study_name="shared", storage=tune.storage_for(str(tmp_path / "journal.log")))
+    numbers = [t.number for t in study.trials]
+    assert numbers == list(range(len(numbers))) and len(numbers) >= 4
+    assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in study.trials)
+    run_ids = [t.user_attrs["mlflow_run_id"] for t in study.trials]
+    assert len(set(run_ids)) == len(run_ids)
+    assert len({t.user_attrs["pid"] for t in study.trials}) == 2  # both workers did trials
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_mid_trial_resumes_and_redoes_the_interrupted_trial(tiny_shards, tmp_path):
+    first = worker(tiny_shards, tmp_path, 3)
+    storage = tune.storage_for(str(tmp_path / "journal.log"))
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            trials = optuna.load_study(study_name="shared", storage=storage).trials
+        except KeyError:
+            trials = []
+        if any(t.state == optuna.trial.TrialState.COMPLETE for t in trials) and any(
+                t.state == optuna.trial.TrialState.RUNNING for t in trials):
+            break
+        time.sleep(0.3)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    done = [t.number for t in optuna.load_study(study_name="shared", storage=storage).trials
+            if t.state == optuna.trial.TrialState.COMPLETE]
+    assert done, "no trial finished before the kill"
+
+    second = worker(tiny_shards, tmp_path, 3)
+    assert second.wait(timeout=900) == 0
+    study = optuna.load_study(study_name="shared", storage=tune.storage_for(str(tmp_path / "journal.log")))
+    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(finished) == 3
+    assert set(done) <= {t.number for t in finished}  # nothing finished before the kill was lost
+    killed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(killed) == 1 and any(t.user_attrs.get("retry_of") == killed[0].number for t in finished)
