@@ -17,6 +17,7 @@ import os
 import socket
 import sys
 import tempfile
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,8 @@ def report(study: optuna.Study, out: Path, space: dict) -> None:
     if "mlflow_run_id" in best.user_attrs:
         MlflowClient().set_tag(best.user_attrs["mlflow_run_id"], "best_trial", "true")
     from optuna.visualization import matplotlib as plots
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
     figures = {"optimization_history.png": plots.plot_optimization_history}
     if len(complete) >= 2:
