@@ -73,6 +73,22 @@ class Throughput(keras.callbacks.Callback):
             logs["img_per_s"] = self.rates[-1]
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training after the epoch during which `seconds` of wall time ran out (equal-budget comparisons)."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if time.perf_counter() - self.start > self.seconds:
+            log.info("time budget of %.0f s spent after epoch %d", self.seconds, epoch + 1)
+            self.model.stop_training = True
+
+
 def configure(p: TrainParams) -> None:
     """Seeds, determinism and precision; call before building models."""
     keras.utils.set_random_seed(p.seed)
@@ -152,6 +168,7 @@ def fit(p: TrainParams, shards: ShardSet, workdir: Path, callbacks: list | tuple
         ),
         keras.callbacks.EarlyStopping(monitor=MONITOR, mode="min", patience=p.patience),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
+        *([TimeBudget(p.time_budget_s)] if p.time_budget_s else []),
         *callbacks,
     ]
     start = time.perf_counter()

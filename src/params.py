@@ -68,6 +68,7 @@ class TrainParams:
     crop: int = 0  # random crops of this size in training, px; 0 = none
     patience: int = 5  # early-stopping patience on val RMSE, epochs
     steps_per_epoch: int = 0  # 0 = one pass over the training split
+    time_budget_s: float = 0  # stop after the epoch that crosses this many seconds (0 = none; not deterministic)
     mixed_precision: bool = False  # GPU: float16 compute, float32 head
     jit_compile: bool = False  # XLA
     sample_every: int = 1  # log a sample grid every N epochs

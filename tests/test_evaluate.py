@@ -180,3 +180,19 @@ def test_the_default_pipeline_passes_the_gate_and_a_broken_model_trips_it(tmp_pa
     failed = run([sys.executable, "-m", "src.gate"], repo, check=False)
     print(failed.stdout)
     assert failed.returncode == 1 and "FAIL" in failed.stdout
+
+
+def test_results_table_lists_evaluated_runs_beside_the_baselines(trained, tiny_shards, tmp_path):
+    from src import results
+
+    model_tmp, uri = trained
+    p = EvaluateParams(register_as="")
+    result, out = run_evaluate(trained, tiny_shards, tmp_path, p)
+    evaluate.track(p, result, model_dir=model_tmp / "models", shards_dir=tiny_shards.root, reports=out)
+    mlflow.set_tracking_uri(uri)
+    table = results.table("test-eval", "test")
+    assert len(table) >= 1
+    row = table.iloc[-1]
+    assert row["PSNR"] == pytest.approx(result["test"]["model"]["psnr"])
+    assert row["PSNR - gray"] == pytest.approx(result["test"]["model"]["psnr"] - result["test"]["gray"]["psnr"])
+    assert 0 <= row["colourful / truth"]
