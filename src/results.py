@@ -44,6 +44,8 @@ def table(experiment: str, evaluated_on: str = "extra") -> pd.DataFrame:
     columns = {k.format(set=evaluated_on): v for k, v in COLUMNS.items()}
     present = [c for c in columns if c in runs]
     out = runs[present].rename(columns=columns)
+    if "PSNR" in out:
+        out = out[out["PSNR"].notna()]  # runs evaluated without this set
     out.insert(1, "started", runs["start_time"].dt.strftime("%Y-%m-%d %H:%M"))
     if "PSNR" in out and "gray PSNR" in out:
         out["PSNR - gray"] = out["PSNR"] - out["gray PSNR"]
@@ -52,12 +54,38 @@ def table(experiment: str, evaluated_on: str = "extra") -> pd.DataFrame:
     return out.sort_values("started").reset_index(drop=True)
 
 
+def before_after(model_dir: Path, photos: list[Path], out: Path, size: int = 256) -> None:
+    """A picture for the README: one row per photo, gray | colourised | truth, at size x size."""
+    import cv2
+    import numpy as np
+
+    from src import colour, images
+    from src.files import atomic_path
+    from src.predict import grid, load
+
+    colorizer = load(model_dir)
+    truths = [cv2.resize(images.read(p, 10**9).bgr, (size, size), interpolation=cv2.INTER_AREA) for p in photos]
+    grays = [cv2.cvtColor(colour.luma(t), cv2.COLOR_GRAY2BGR) for t in truths]
+    picture = grid([np.stack(grays), np.stack(colorizer.colorize(truths)), np.stack(truths)], scale=1)
+    with atomic_path(out) as tmp:
+        cv2.imwrite(str(tmp), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default="colorizer")
     parser.add_argument("--set", default="extra", choices=["extra", "test"], help="which evaluated set to show")
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
+    parser.add_argument("--picture", nargs="+", type=Path, metavar="PHOTO",
+                        help="instead: write a gray | colourised | truth picture of these photos with models/")
+    parser.add_argument("--picture-out", type=Path, default=Path("docs/before_after.png"))
     args = parser.parse_args(argv)
+    if args.picture:
+        from src.paths import MODEL_DIR
+
+        before_after(MODEL_DIR, args.picture, args.picture_out)
+        print(f"wrote {args.picture_out}")
+        return 0
     import mlflow
 
     from src import tracking

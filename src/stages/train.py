@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -52,11 +53,15 @@ def run(p: TrainParams, shards_dir: Path = SHARD_DIR, model_dir: Path = MODEL_DI
     def colorize(model, records):
         return Colorizer(model, spec, shards.image_size).colorize_records(records)
 
-    with mlflow.start_run(run_id=resumed, run_name=None if resumed else f"{p.model.arch}-{p.model.target}") as active:
+    exp_name = os.environ.get("DVC_EXP_NAME", "")  # set by `dvc exp run`
+    run_name = "-".join(filter(None, [p.model.arch, p.model.target, exp_name]))
+    with mlflow.start_run(run_id=resumed, run_name=None if resumed else run_name) as active:
         workdir.mkdir(parents=True, exist_ok=True)
         run_id_file.write_text(active.info.run_id)
         if not resumed:
             tracking.log_run_context(as_flat_dict(p), shards)
+            if exp_name:
+                mlflow.set_tag("dvc_exp_name", exp_name)
         result = fit.fit(p, shards, workdir, callbacks=[tracking.EpochLogger(samples, colorize, p.sample_every)])
         summary = result.metrics()
         mlflow.log_metrics({k: float(v) for k, v in summary.items()})
@@ -67,7 +72,8 @@ def run(p: TrainParams, shards_dir: Path = SHARD_DIR, model_dir: Path = MODEL_DI
             tmp.mkdir()
             save(result.model, spec, shards.image_size, tmp, meta)
         with atomic_path(history) as tmp:
-            result.history.to_csv(tmp, index=False, float_format="%.6f")
+            # timings stay in MLflow: the committed plot file changes only when results do
+            result.history.drop(columns=["img_per_s"]).to_csv(tmp, index=False, float_format="%.6f")
     deterministic = {k: round(v, 6) if isinstance(v, float) else v for k, v in summary.items()
                      if k in ("best_val_rmse", "best_epoch", "epochs", "final_rmse", "params")}
     write_json(metrics, deterministic)  # timings stay in MLflow: a DVC metric should change only with results
