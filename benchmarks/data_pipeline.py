@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import yaml
 
-from benchmarks.common import run_measured, save, stage
+from benchmarks.common import save, stage
 from tests.repo import copy_repo, dvc
 
 DEFAULT_PHOTOS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "imagenet-sample"

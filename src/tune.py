@@ -11,7 +11,6 @@ experiments/tune/: best_params.yaml, trials.csv, optimisation history and parame
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import socket

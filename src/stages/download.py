@@ -8,7 +8,6 @@ recursively, every file kept so the next stage can account for it) or `url` (a t
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import logging
 import shutil
@@ -16,7 +15,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from src import fetch, params
+from src import fetch
+from src.entry import stage_main
 from src.files import atomic_path
 from src.params import DownloadParams
 from src.paths import DOWNLOAD_CACHE, RAW_DIR
@@ -95,9 +95,7 @@ def run(p: DownloadParams, out: Path = RAW_DIR, cache: Path = DOWNLOAD_CACHE) ->
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run(params.load("download"))
+    stage_main(__doc__, "download", run)
 
 
 if __name__ == "__main__":

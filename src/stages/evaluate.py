@@ -11,7 +11,6 @@ into the training run in MLflow, registers the model and moves the `champion` al
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -21,7 +20,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from src import colour, images, metrics, params
+from src import colour, images, metrics
+from src.entry import stage_main
 from src.files import atomic_path, write_json
 from src.params import EvaluateParams
 from src.paths import EVAL_IMAGES, EVAL_METRICS, EVAL_SAMPLES, MODEL_DIR, SHARD_DIR
@@ -174,10 +174,7 @@ def track(p: EvaluateParams, result: dict, model_dir: Path = MODEL_DIR, shards_d
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    p = params.load("evaluate")
-    track(p, run(p))
+    stage_main(__doc__, "evaluate", lambda p: track(p, run(p)))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ Runs on all cores; memory is bounded by hsv_split.part_records whatever the numb
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import multiprocessing as mp
@@ -24,8 +23,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from src import images, params
+from src import images
 from src.colour import bgr_to_record
+from src.entry import stage_main
 from src.files import atomic_path, write_json
 from src.params import HsvSplitParams
 from src.paths import HSV_DIR, HSV_METRICS, HSV_REPORT, RAW_DIR
@@ -164,9 +164,7 @@ def summarise(table: pd.DataFrame) -> dict:
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run(params.load("hsv_split"))
+    stage_main(__doc__, "hsv_split", run)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ of a photo stays in one split. data/shards/manifest.json lists counts, shapes an
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from src import params
+from src.entry import stage_main
 from src.files import atomic_path, sha256_file, write_json
 from src.params import ShardParams
 from src.paths import HSV_DIR, SHARD_DIR
@@ -102,9 +101,7 @@ def run(p: ShardParams, hsv: Path = HSV_DIR, out: Path = SHARD_DIR) -> dict:
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run(params.load("shard"))
+    stage_main(__doc__, "shard", run)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ Writes models/ (model.keras + model.json), reports/train.json (a DVC metric) and
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -16,7 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
-from src import colour, params
+from src import colour
+from src.entry import stage_main
 from src.files import atomic_path, write_json
 from src.params import TrainParams, as_flat_dict
 from src.paths import MODEL_DIR, SHARD_DIR, TRAIN_CACHE, TRAIN_HISTORY, TRAIN_METRICS
@@ -84,9 +84,7 @@ def run(p: TrainParams, shards_dir: Path = SHARD_DIR, model_dir: Path = MODEL_DI
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run(params.load("train"))
+    stage_main(__doc__, "train", run)
 
 
 if __name__ == "__main__":
