@@ -16,7 +16,6 @@ TRAIN_CACHE = ROOT / ".cache" / "train"  # resume state of a killed training run
 
 HSV_REPORT = REPORTS / "hsv_split.csv"
 HSV_METRICS = REPORTS / "hsv_split.json"
-SHARD_MANIFEST = SHARD_DIR / "manifest.json"
 TRAIN_METRICS = REPORTS / "train.json"
 TRAIN_HISTORY = REPORTS / "train_history.csv"
 EVAL_METRICS = REPORTS / "eval.json"
