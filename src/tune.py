@@ -110,7 +110,7 @@ class Objective:
     """One trial: sample, fit with the shared fit function, log a child MLflow run; returns best val RMSE."""
 
     def __init__(self, base: TrainParams, epochs: int, shards_dir: Path, space: dict):
-        self.base, self.epochs, self.shards_dir, self.space = replace(base, epochs=epochs), epochs, shards_dir, space
+        self.base, self.shards_dir, self.space = replace(base, epochs=epochs), shards_dir, space
 
     def __call__(self, trial: optuna.Trial) -> float:
         import keras
