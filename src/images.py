@@ -117,8 +117,8 @@ def square_crops(bgr: np.ndarray, tile: int) -> list[np.ndarray]:
 
 
 def resize_square(bgr: np.ndarray, size: int) -> np.ndarray:
-    """Square image -> size x size; area averaging when shrinking avoids aliasing."""
-    if bgr.shape[0] == size:
+    """Image -> size x size (a non-square one is squashed); area averaging when shrinking avoids aliasing."""
+    if bgr.shape[:2] == (size, size):
         return bgr
-    interpolation = cv2.INTER_AREA if bgr.shape[0] > size else cv2.INTER_CUBIC
+    interpolation = cv2.INTER_AREA if min(bgr.shape[:2]) > size else cv2.INTER_CUBIC
     return cv2.resize(bgr, (size, size), interpolation=interpolation)

@@ -27,7 +27,8 @@ class DownloadParams:
 @dataclass(frozen=True)
 class HsvSplitParams:
     image_size: int = 64  # side of the stored square images, px
-    tile: int = 0  # cut each photo into tiles of this many px; 0 keeps the whole photo (centre crop)
+    tile: int = 0  # cut each photo into tiles of this many px; 0 keeps the whole photo (see fit)
+    fit: Literal["crop", "squash"] = "crop"  # tile 0: centre square crop, or the whole photo resized to a square
     min_size: int = 32  # skip photos whose short side is below this, px
     max_pixels: int = 89_478_485  # skip photos declaring more pixels (decompression bombs)
     gray_threshold: float = 6.0  # skip photos whose mean chroma (max-min of RGB, 0..255) is below

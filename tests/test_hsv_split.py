@@ -121,6 +121,22 @@ def test_tiles_split_a_photo_into_a_centred_grid():
     assert images.square_crops(photo((250, 410)), 0)[0].shape == (250, 250, 3)
 
 
+def test_squash_keeps_the_whole_photo_where_crop_keeps_its_centre(tmp_path):
+    bands = np.zeros((60, 180, 3), np.uint8)
+    bands[:, :60], bands[:, 60:120], bands[:, 120:] = (0, 0, 255), (0, 255, 0), (255, 0, 0)  # red | green | blue
+    (tmp_path / "raw").mkdir()
+    cv2.imwrite(str(tmp_path / "raw" / "bands.png"), bands)
+    hues = {}
+    for fit in ("crop", "squash"):
+        hsv_split.run(HsvSplitParams(image_size=30, fit=fit, workers=1), raw=tmp_path / "raw", out=tmp_path / fit,
+                      report=tmp_path / f"{fit}.csv", metrics=tmp_path / f"{fit}.json")
+        (part,) = sorted((tmp_path / fit).glob("*.npy"))
+        record = np.load(part)[0]
+        hues[fit] = {int(record[15, x, colour.H]) for x in (0, 15, 29)}  # left, middle, right column
+    assert hues["crop"] == {60}  # only the green centre
+    assert hues["squash"] == {0, 60, 120}  # red, green and blue, squeezed into one square
+
+
 def test_missing_raw_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="download stage"):
         hsv_split.run(HsvSplitParams(), raw=tmp_path / "nope", out=tmp_path / "o", report=tmp_path / "r.csv",

@@ -75,6 +75,7 @@ def check_run(uri: str, tmp: Path) -> None:
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.params["learning_rate"] == str(FAST.learning_rate)
     assert run.data.params["model.decoder_widths"] == "(16, 8)"
+    assert run.data.params["data.image_size"] == "32"  # the shards' resolution, for comparing runs
     assert len(run.data.tags["git_commit"]) >= 7
     assert run.inputs.dataset_inputs[0].dataset.name == "shards"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_rmse")] == [0, 1, 2]

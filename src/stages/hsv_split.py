@@ -53,7 +53,12 @@ def process_file(path: Path, root: Path, p: HsvSplitParams) -> Result:
         row["width"], row["height"] = photo.width, photo.height
         if min(photo.width, photo.height) < p.min_size:
             raise images.Skip(f"too small: {photo.width}x{photo.height} below {p.min_size} px")
-        tiles = images.square_crops(photo.bgr, p.tile // photo.scale if p.tile else 0)
+        if p.fit not in ("crop", "squash"):
+            raise ValueError(f"hsv_split.fit must be crop or squash, got {p.fit!r}")
+        if p.fit == "squash" and not p.tile:  # the 256x256 evaluation protocol resizes whole photos the same way
+            tiles = [photo.bgr]
+        else:
+            tiles = images.square_crops(photo.bgr, p.tile // photo.scale if p.tile else 0)
         crops = np.stack([images.resize_square(c, p.image_size) for c in tiles])
         records = bgr_to_record(crops)
         row["chroma"] = round(images.check_colour(records, p.gray_threshold), 3)
