@@ -121,7 +121,8 @@ def make_optimizer(p: TrainParams, total_steps: int) -> keras.optimizers.Optimiz
     optimizers = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}
     if p.optimizer not in optimizers:
         raise ValueError(f"train.optimizer must be one of {sorted(optimizers)}, got {p.optimizer!r}")
-    return optimizers[p.optimizer](learning_rate=lr)
+    ema = {"use_ema": True, "ema_momentum": p.ema} if p.ema else {}
+    return optimizers[p.optimizer](learning_rate=lr, **ema)
 
 
 def compile_model(p: TrainParams, image_size: int, total_steps: int) -> keras.Model:
@@ -162,6 +163,8 @@ def fit(p: TrainParams, shards: ShardSet, workdir: Path, callbacks: list | tuple
         keras.callbacks.BackupAndRestore(str(workdir / "backup")),
         NaNGuard(),
         throughput,
+        # validation, the checkpoint and the epoch's sample grid see the averaged weights; the backup above keeps both
+        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if p.ema else []),
         keras.callbacks.ModelCheckpoint(
             str(best_weights), monitor=MONITOR, mode="min", save_best_only=True, save_weights_only=True,
             initial_value_threshold=float(previous[MONITOR].min()) if previous is not None else None,

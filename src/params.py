@@ -63,6 +63,7 @@ class TrainParams:
     optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
     learning_rate: float = 1e-3
     lr_schedule: Literal["constant", "cosine"] = "constant"
+    ema: float = 0.0  # >0: validate and keep an exponential moving average of the weights with this momentum
     loss: Literal["mse", "l1", "huber"] = "mse"  # reported metric is RMSE regardless
     saturation_weight: float = 0.0  # extra loss weight on saturated pixels (0 = plain loss)
     flip: bool = True  # random horizontal flips

@@ -44,6 +44,14 @@ def test_a_short_fit_learns_and_keeps_the_best_weights(tiny_shards, tmp_path):
     assert evaluated["rmse"] == pytest.approx(result.best_val_rmse, rel=1e-4)
 
 
+def test_weight_averaging_keeps_the_averaged_weights_it_validated(tiny_shards, tmp_path):
+    plain = fit_once(tiny_shards, tmp_path / "plain")
+    result = fit_once(tiny_shards, tmp_path / "ema", replace(FAST, ema=0.9))
+    assert not result.history["val_rmse"].equals(plain.history["val_rmse"])
+    evaluated = result.model.evaluate(*_val_arrays(tiny_shards), verbose=0, return_dict=True)
+    assert evaluated["rmse"] == pytest.approx(result.best_val_rmse, rel=1e-4)
+
+
 def _val_arrays(shards):
     from src.pipeline import InputSpec, arrays
 
