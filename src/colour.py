@@ -4,8 +4,8 @@ Facts (../shared/docs/colour.md): OpenCV's uint8 hue is 0..179 (degrees / 2) and
 photo records luma (Rec.601 Y = 0.299 R + 0.587 G + 0.114 B), not HSV's V = max(R, G, B).
 
 Stored records are uint8 arrays (..., 4) with channels H, S, V, Y. Models take the uint8 gray channel and learn
-an encoding of (H, S); encode_target works on numpy arrays and, with `xp=keras.ops`, inside the loss on the
-accelerator, so the maths is written once and the input pipeline only moves uint8 bytes.
+an encoding of the colour (H, S, V); encode_target works on numpy arrays and, with `xp=keras.ops`, inside the loss
+on the accelerator, so the maths is written once and the input pipeline only moves uint8 bytes.
 """
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ VALUE_MAX = 255.0
 CHANNELS = ("H", "S", "V", "Y")
 H, S, V, Y = range(4)
 LUMA_BGR = np.array([0.114, 0.587, 0.299], dtype=np.float32)  # Rec.601, in OpenCV's BGR order
+CR_SCALE, CB_SCALE = 0.713, 0.564  # OpenCV YCrCb: Cr = (R - Y) * 0.713, Cb = (B - Y) * 0.564
 
 Gray = Literal["luma", "v"]
-Target = Literal["hs", "chroma"]
+Target = Literal["hs", "chroma", "cbcr"]
 
 
 def _pixelwise(image: np.ndarray, code: int) -> np.ndarray:
@@ -49,27 +50,53 @@ def gray_input(record, gray: Gray = "luma"):
     return record[..., channel : channel + 1]
 
 
-def hs_channels(record):
-    """The uint8 (H, S) channels of records, shape (..., 2): what the loss encodes on the fly."""
-    return record[..., H : S + 1]
+def truth_channels(record):
+    """The uint8 (H, S, V) channels of records, shape (..., 3): what the loss encodes on the fly."""
+    return record[..., H : V + 1]
 
 
-def encode_target(hue, sat, target: Target = "chroma", xp: ModuleType = np):
-    """Float OpenCV H (0..179) and S (0..255) -> the two channels the model predicts, shape (..., 2).
+def _hsv_to_rgb(hue, sat, value, xp: ModuleType):
+    """OpenCV H (0..179), S and V in 0..1 -> R, G, B in 0..1, written with xp ops so it runs inside the loss."""
+    degrees = hue * (360.0 / HUE_RANGE)
+    def channel(n: float):  # Wikipedia's HSV -> RGB "alternative" formula: no branches
+        k = xp.mod(n + degrees / 60.0, 6.0)
+        return value - value * sat * xp.clip(xp.minimum(k, 4.0 - k), 0.0, 1.0)
+    return channel(5.0), channel(3.0), channel(1.0)
+
+
+def encode_target(hue, sat, target: Target = "chroma", xp: ModuleType = np, value=None):
+    """Float OpenCV H (0..179), S and V (0..255) -> the two channels the model predicts, shape (..., 2).
 
     hs: (H / 180, S / 255), the original design with the true hue range; hue is still linear there.
     chroma: S/255 * (cos, sin)(2 pi H / 180) in [-1, 1]: circular, and hue carries no weight where S ~ 0.
+    cbcr: YCrCb's (Cr, Cb) / 255 in about [-0.5, 0.5] (needs V): linear in RGB, so its squared error tracks the
+    RGB error that PSNR measures, where HSV's S counts a dark pixel's faint colour as much as a bright one's.
     """
     sat = sat / SAT_MAX
     if target == "hs":
         return xp.stack([hue / HUE_RANGE, sat], axis=-1)
+    if target == "cbcr":
+        if value is None:
+            raise ValueError("the cbcr target needs the V channel")
+        r, g, b = _hsv_to_rgb(hue, sat, value / VALUE_MAX, xp)
+        y = r * LUMA_BGR[2] + g * LUMA_BGR[1] + b * LUMA_BGR[0]
+        return xp.stack([(r - y) * CR_SCALE, (b - y) * CB_SCALE], axis=-1)
     angle = hue * (2.0 * np.pi / HUE_RANGE)
     return xp.stack([sat * xp.cos(angle), sat * xp.sin(angle)], axis=-1)
 
 
+def colour_strength(encoded, sat, target: Target, xp: ModuleType = np):
+    """How colourful the truth is, 0..1: S / 255, or for cbcr the (Cr, Cb) length (a pure red or blue is ~0.5)."""
+    if target == "cbcr":
+        return xp.minimum(2.0 * xp.sqrt(xp.sum(xp.square(encoded), axis=-1)), 1.0)
+    return sat / SAT_MAX
+
+
 def decode_target(encoded: np.ndarray, target: Target = "chroma") -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of encode_target: (..., 2) floats -> OpenCV H (0..179) and S (0..255), float32."""
+    """Inverse of encode_target for hs and chroma: (..., 2) floats -> OpenCV H (0..179) and S (0..255), float32."""
     a, b = encoded[..., 0].astype(np.float32), encoded[..., 1].astype(np.float32)
+    if target == "cbcr":
+        raise ValueError("cbcr has no H, S decoding: render it with render_prediction")
     if target == "hs":
         hue = np.mod(a * HUE_RANGE, HUE_RANGE)  # wrap like OpenCV would, instead of clipping
         sat = np.clip(b, 0.0, 1.0) * SAT_MAX
@@ -80,9 +107,9 @@ def decode_target(encoded: np.ndarray, target: Target = "chroma") -> tuple[np.nd
 
 
 def record_target(record: np.ndarray, target: Target = "chroma") -> np.ndarray:
-    """Encoded target (..., 2) float32 from uint8 records (..., 4) or (H, S) pairs (..., 2)."""
-    hs = record[..., H : S + 1].astype(np.float32)
-    return encode_target(hs[..., 0], hs[..., 1], target)
+    """Encoded target (..., 2) float32 from uint8 records (..., 4), (H, S, V) or, but for cbcr, (H, S) pairs."""
+    hsv = record[..., H : V + 1].astype(np.float32)
+    return encode_target(hsv[..., H], hsv[..., S], target, value=hsv[..., V] if hsv.shape[-1] > V else None)
 
 
 def render(luma: np.ndarray, hue: np.ndarray, sat: np.ndarray) -> np.ndarray:
@@ -106,6 +133,10 @@ def render(luma: np.ndarray, hue: np.ndarray, sat: np.ndarray) -> np.ndarray:
 
 def render_prediction(luma: np.ndarray, encoded: np.ndarray, target: Target = "chroma") -> np.ndarray:
     """Model output (h, w, 2) + luma (h, w) uint8 -> uint8 BGR image."""
+    if target == "cbcr":  # float YCrCb in OpenCV: Y in 0..1, chroma offset by 0.5
+        ycrcb = np.dstack([luma.astype(np.float32) / VALUE_MAX, encoded.astype(np.float32) + 0.5])
+        bgr = cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR)
+        return np.clip(np.round(bgr * VALUE_MAX), 0, 255).astype(np.uint8)
     hue, sat = decode_target(encoded, target)
     return render(luma, hue, sat)
 

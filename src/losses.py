@@ -1,4 +1,4 @@
-"""Losses and metrics in the target space: they encode the uint8 (H, S) truth on the fly (src/colour.py).
+"""Losses and metrics in the target space: they encode the uint8 (H, S, V) truth on the fly (src/colour.py).
 
 Registered as Keras serializables so a saved model reloads in safe mode without custom code.
 """
@@ -12,18 +12,19 @@ from src import colour
 HUBER_DELTA = 0.1  # target units (chroma spans [-1, 1]): quadratic near zero, linear for large colour errors
 
 
-def encode_truth(hs, target: str):
-    """uint8 (..., 2) OpenCV H, S -> float32 (..., 2) encoded target."""
-    hs = ops.cast(hs, "float32")
-    return colour.encode_target(hs[..., 0], hs[..., 1], target, xp=ops)
+def encode_truth(hsv, target: str):
+    """uint8 (..., 3) OpenCV H, S, V -> float32 (..., 2) encoded target."""
+    hsv = ops.cast(hsv, "float32")
+    return colour.encode_target(hsv[..., 0], hsv[..., 1], target, xp=ops, value=hsv[..., 2])
 
 
 @keras.saving.register_keras_serializable(package="colorizer")
 class TargetLoss(keras.losses.Loss):
     """Pixel loss (mse | l1 | huber) between prediction and the encoded truth.
 
-    saturation_weight w weighs each pixel by 1 + w * S/255: colourful pixels count more, a common remedy for
-    regression's pull towards gray (Zhang et al. 2016 reweight rare colours for the same reason).
+    saturation_weight w weighs each pixel by 1 + w * strength (S/255, or the |CrCb| length for cbcr, 0..1):
+    colourful pixels count more, a common remedy for regression's pull towards gray (Zhang et al. 2016 reweight
+    rare colours for the same reason).
     """
 
     def __init__(self, target: str = "chroma", kind: str = "mse", saturation_weight: float = 0.0, **kwargs):
@@ -33,7 +34,8 @@ class TargetLoss(keras.losses.Loss):
         self.target, self.kind, self.saturation_weight = target, kind, saturation_weight
 
     def call(self, y_true, y_pred):
-        err = ops.cast(y_pred, "float32") - encode_truth(y_true, self.target)
+        truth = encode_truth(y_true, self.target)
+        err = ops.cast(y_pred, "float32") - truth
         if self.kind == "mse":
             per_pixel = ops.mean(ops.square(err), axis=-1)
         elif self.kind == "l1":
@@ -42,7 +44,8 @@ class TargetLoss(keras.losses.Loss):
             a = ops.abs(err)
             per_pixel = ops.mean(ops.where(a < HUBER_DELTA, 0.5 * a * a, HUBER_DELTA * (a - 0.5 * HUBER_DELTA)), axis=-1)
         if self.saturation_weight:
-            per_pixel = per_pixel * (1.0 + self.saturation_weight * ops.cast(y_true[..., 1], "float32") / 255.0)
+            sat = ops.cast(y_true[..., 1], "float32")
+            per_pixel = per_pixel * (1.0 + self.saturation_weight * colour.colour_strength(truth, sat, self.target, ops))
         return per_pixel
 
     def get_config(self):

@@ -51,7 +51,7 @@ class ModelParams:
     encoder_widths: tuple[int, ...] = (16, 32, 64, 128)  # light encoder: filters per level (last = bottleneck)
     decoder_widths: tuple[int, ...] = (64, 32, 16)  # unet: filters per decoder level, deep to shallow
     gray: Literal["luma", "v"] = "luma"  # what the input channel holds
-    target: Literal["hs", "chroma"] = "chroma"  # what the two output channels encode
+    target: Literal["hs", "chroma", "cbcr"] = "chroma"  # what the two output channels encode
 
 
 @dataclass(frozen=True)

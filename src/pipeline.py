@@ -1,7 +1,7 @@
 """Input pipelines from shards: tf.data for training (TF only here), plain numpy for evaluation and other backends.
 
-Both yield (gray, hs) as uint8: gray (n, s, s, 1) is the model input (luma or V), hs (n, s, s, 2) the OpenCV H, S
-that the loss encodes (src/colour.py, src/losses.py). Moving bytes instead of float32 keeps the CPU side 4x lighter
+Both yield (gray, hsv) as uint8: gray (n, s, s, 1) is the model input (luma or V), hsv (n, s, s, 3) the OpenCV
+H, S, V that the loss encodes (src/colour.py, src/losses.py). Moving bytes instead of float32 keeps the CPU side 4x lighter
 and lets the encoding run on the accelerator.
 """
 from __future__ import annotations
@@ -21,8 +21,8 @@ class InputSpec:
 
 
 def arrays(records: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 records (n, s, s, 4) -> (gray, hs) uint8 numpy arrays."""
-    return colour.gray_input(records, spec.gray), colour.hs_channels(records)
+    """uint8 records (n, s, s, 4) -> (gray, hsv) uint8 numpy arrays."""
+    return colour.gray_input(records, spec.gray), colour.truth_channels(records)
 
 
 def dataset(
@@ -65,7 +65,7 @@ def dataset(
             record = tf.image.stateless_random_flip_left_right(record, seed=tf.stack([index, seed]))
         if training and crop:
             record = tf.image.stateless_random_crop(record, [crop, crop, 4], seed=tf.stack([index, seed + 1]))
-        return colour.gray_input(record, spec.gray), colour.hs_channels(record)
+        return colour.gray_input(record, spec.gray), colour.truth_channels(record)
 
     ds = ds.enumerate().map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

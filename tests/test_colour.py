@@ -35,6 +35,22 @@ def test_encode_decode_round_trip(target):
     np.testing.assert_allclose(s2, sat, atol=1e-3)
 
 
+def test_cbcr_target_renders_back_to_the_photo_and_tracks_rgb_error():
+    image = photo(seed=4)
+    record = colour.bgr_to_record(image)
+    encoded = colour.record_target(record, "cbcr")
+    np.testing.assert_allclose(encoded, cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb)[..., 1:] / 255.0 - 0.5, atol=0.02)
+    out = colour.render_prediction(record[..., colour.Y], encoded, "cbcr")
+    assert np.abs(out.astype(int) - image).mean() < 2
+    gray = colour.render_prediction(record[..., colour.Y], np.zeros_like(encoded), "cbcr")
+    np.testing.assert_array_equal(gray, np.repeat(record[..., colour.Y : colour.Y + 1], 3, axis=-1))
+    # a dark and a bright pixel of the same hue and S: chroma weighs both alike, cbcr (like RGB) the bright one more
+    dark, bright = colour.record_target(np.array([[0, 255, 40], [0, 255, 240]], np.uint8), "cbcr")
+    assert np.linalg.norm(bright) > 5 * np.linalg.norm(dark)
+    with pytest.raises(ValueError, match="V channel"):
+        colour.record_target(np.array([[0, 255]], np.uint8), "cbcr")
+
+
 def test_chroma_is_circular_and_ignores_hue_without_saturation():
     near_0, near_179, cyan = colour.encode_target(np.array([1.0, 178.0, 90.0]), np.full(3, 255.0))
     assert np.linalg.norm(near_0 - near_179) < 0.11  # 3 steps (6 degrees) apart, both red

@@ -11,7 +11,7 @@ from src.model import build_model
 from src.params import ModelParams
 
 
-@pytest.mark.parametrize("target", ["hs", "chroma"])
+@pytest.mark.parametrize("target", ["hs", "chroma", "cbcr"])
 @pytest.mark.parametrize("gray", ["luma", "v"])
 @pytest.mark.parametrize(
     "arch,encoder,decoders,size",
@@ -38,23 +38,24 @@ def test_decoder_widths_must_match_the_skips():
 
 
 def test_loss_and_rmse_are_zero_for_the_encoded_truth_and_hue_is_circular():
-    hs = np.array([[[[1, 255], [178, 255], [90, 0]]]], np.uint8)  # red, red across the wrap, hue-less gray
-    exact = colour.record_target(hs, "chroma")
-    assert float(TargetLoss("chroma")(hs, exact)) == pytest.approx(0.0, abs=1e-7)
+    hsv = np.array([[[[1, 255, 200], [178, 255, 200], [90, 0, 90]]]], np.uint8)  # red, red across the wrap, gray
+    exact = colour.record_target(hsv, "chroma")
+    assert float(TargetLoss("chroma")(hsv, exact)) == pytest.approx(0.0, abs=1e-7)
     metric = TargetRMSE("chroma")
-    metric.update_state(hs, exact)
+    metric.update_state(hsv, exact)
     assert float(metric.result()) == pytest.approx(0.0, abs=1e-6)
     swapped = exact[:, :, [1, 0, 2]]  # the two reds traded places: nearly free in chroma space
-    assert float(TargetLoss("chroma")(hs, swapped)) < 0.01
+    assert float(TargetLoss("chroma")(hsv, swapped)) < 0.01
 
 
+@pytest.mark.parametrize("target", ["chroma", "cbcr"])
 @pytest.mark.parametrize("kind", ["mse", "l1", "huber"])
-def test_saturation_weight_counts_colourful_pixels_more(kind):
-    hs = np.array([[[[0, 255], [0, 0]]]], np.uint8)
-    pred = colour.record_target(hs, "chroma") + 0.5
-    plain = float(TargetLoss("chroma", kind)(hs, pred))
-    weighted = float(TargetLoss("chroma", kind, saturation_weight=2.0)(hs, pred))
-    assert weighted == pytest.approx(plain * 2.0)  # weights 3 and 1 average to 2
+def test_saturation_weight_counts_colourful_pixels_more(kind, target):
+    hsv = np.array([[[[0, 255, 255], [0, 0, 128]]]], np.uint8)  # pure red (strength 1 in both), gray (0)
+    pred = colour.record_target(hsv, target) + 0.5
+    plain = float(TargetLoss(target, kind)(hsv, pred))
+    weighted = float(TargetLoss(target, kind, saturation_weight=2.0)(hsv, pred))
+    assert weighted == pytest.approx(plain * 2.0, rel=1e-5)  # weights 3 and 1 average to 2
 
 
 def test_a_saved_model_reloads_in_safe_mode(tmp_path):

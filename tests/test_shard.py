@@ -66,7 +66,7 @@ def test_tf_data_and_numpy_read_the_same_records(many_photos, tmp_path):
     batches = list(dataset(shards, "train", spec, batch_size=8).as_numpy_iterator())
     np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), gray)
     np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), target)
-    assert gray.dtype == target.dtype == np.uint8 and target.shape[-1] == 2
+    assert gray.dtype == target.dtype == np.uint8 and target.shape[-1] == 3  # H, S, V
 
 
 def test_training_pipeline_is_seeded(many_photos, tmp_path):
@@ -75,10 +75,10 @@ def test_training_pipeline_is_seeded(many_photos, tmp_path):
 
     def first_epoch(seed: int) -> np.ndarray:
         ds = dataset(shards, "train", spec, 8, training=True, seed=seed, flip=True, crop=24)
-        return np.concatenate([hs for _, hs in ds.as_numpy_iterator()])
+        return np.concatenate([hsv for _, hsv in ds.as_numpy_iterator()])
 
     a, b, c = first_epoch(1), first_epoch(1), first_epoch(2)
-    assert a.shape[1:] == (24, 24, 2)
+    assert a.shape[1:] == (24, 24, 3)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
