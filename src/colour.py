@@ -24,7 +24,8 @@ LUMA_BGR = np.array([0.114, 0.587, 0.299], dtype=np.float32)  # Rec.601, in Open
 CR_SCALE, CB_SCALE = 0.713, 0.564  # OpenCV YCrCb: Cr = (R - Y) * 0.713, Cb = (B - Y) * 0.564
 
 Gray = Literal["luma", "v"]
-Target = Literal["hs", "chroma", "cbcr"]
+Target = Literal["hs", "chroma", "cbcr", "bins"]
+BIN_STEP = 0.2  # bins: grid step over the chroma plane [-1, 1]^2
 
 
 def _pixelwise(image: np.ndarray, code: int) -> np.ndarray:
@@ -69,6 +70,7 @@ def encode_target(hue, sat, target: Target = "chroma", xp: ModuleType = np, valu
 
     hs: (H / 180, S / 255), the original design with the true hue range; hue is still linear there.
     chroma: S/255 * (cos, sin)(2 pi H / 180) in [-1, 1]: circular, and hue carries no weight where S ~ 0.
+    bins: the chroma vector too; the model predicts a distribution over chroma_bins() (see bin_labels).
     cbcr: YCrCb's (Cr, Cb) / 255 in about [-0.5, 0.5] (needs V): linear in RGB, so its squared error tracks the
     RGB error that PSNR measures, where HSV's S counts a dark pixel's faint colour as much as a bright one's.
     """
@@ -83,6 +85,37 @@ def encode_target(hue, sat, target: Target = "chroma", xp: ModuleType = np, valu
         return xp.stack([(r - y) * CR_SCALE, (b - y) * CB_SCALE], axis=-1)
     angle = hue * (2.0 * np.pi / HUE_RANGE)
     return xp.stack([sat * xp.cos(angle), sat * xp.sin(angle)], axis=-1)
+
+
+def chroma_bins() -> np.ndarray:
+    """Centres (k, 2) of a BIN_STEP grid over the chroma plane, those that reach the unit disk (S <= 1)."""
+    axis = np.arange(-1.0 + BIN_STEP / 2, 1.0, BIN_STEP)
+    grid = np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(-1, 2)
+    return grid[np.hypot(grid[:, 0], grid[:, 1]) < 1.0 + BIN_STEP / 2].astype(np.float32)
+
+
+def bin_labels(chroma, xp: ModuleType = np):
+    """Soft class labels (..., k) for chroma vectors (..., 2): a Gaussian over the bin centres, as Zhang et al.
+    (2016) soft-encode ab values, so neighbouring bins share the credit instead of one arbitrary winner."""
+    centres = chroma_bins()
+    d2 = xp.sum(xp.square(chroma[..., None, :] - centres), axis=-1)
+    logits = -d2 / (2.0 * (BIN_STEP / 2) ** 2)
+    logits = logits - xp.max(logits, axis=-1, keepdims=True)
+    weights = xp.exp(logits)
+    return weights / xp.sum(weights, axis=-1, keepdims=True)
+
+
+def annealed_mean(logits, temperature: float = 1.0, xp: ModuleType = np):
+    """Class scores (..., k) -> chroma (..., 2): the mean of softmax(logits / T) over the bin centres.
+
+    T = 1 is the distribution's mean (what a regression would predict); lower T moves towards its mode, more
+    colourful where the model is sure (Zhang et al. 2016 use T = 0.38).
+    """
+    z = logits / temperature
+    z = z - xp.max(z, axis=-1, keepdims=True)
+    p = xp.exp(z)
+    p = p / xp.sum(p, axis=-1, keepdims=True)
+    return xp.matmul(p, chroma_bins())
 
 
 def colour_strength(encoded, sat, target: Target, xp: ModuleType = np):
@@ -132,12 +165,12 @@ def render(luma: np.ndarray, hue: np.ndarray, sat: np.ndarray) -> np.ndarray:
 
 
 def render_prediction(luma: np.ndarray, encoded: np.ndarray, target: Target = "chroma") -> np.ndarray:
-    """Model output (h, w, 2) + luma (h, w) uint8 -> uint8 BGR image."""
+    """Model output (h, w, 2) + luma (h, w) uint8 -> uint8 BGR image (bins: its annealed mean, a chroma vector)."""
     if target == "cbcr":  # float YCrCb in OpenCV: Y in 0..1, chroma offset by 0.5
         ycrcb = np.dstack([luma.astype(np.float32) / VALUE_MAX, encoded.astype(np.float32) + 0.5])
         bgr = cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR)
         return np.clip(np.round(bgr * VALUE_MAX), 0, 255).astype(np.uint8)
-    hue, sat = decode_target(encoded, target)
+    hue, sat = decode_target(encoded, "chroma" if target == "bins" else target)
     return render(luma, hue, sat)
 
 

@@ -19,8 +19,15 @@ def encode_truth(hsv, target: str):
 
 
 @keras.saving.register_keras_serializable(package="colorizer")
+def as_chroma(y_pred, target: str):
+    """The prediction as a point of the target space: bins' class scores become their mean chroma."""
+    y_pred = ops.cast(y_pred, "float32")
+    return colour.annealed_mean(y_pred, 1.0, xp=ops) if target == "bins" else y_pred
+
+
 class TargetLoss(keras.losses.Loss):
-    """Pixel loss (mse | l1 | huber) between prediction and the encoded truth.
+    """Pixel loss (mse | l1 | huber) between prediction and the encoded truth; cross-entropy (ce) against soft
+    labels for the bins target.
 
     saturation_weight w weighs each pixel by 1 + w * strength (S/255, or the |CrCb| length for cbcr, 0..1):
     colourful pixels count more, a common remedy for regression's pull towards gray (Zhang et al. 2016 reweight
@@ -29,12 +36,18 @@ class TargetLoss(keras.losses.Loss):
 
     def __init__(self, target: str = "chroma", kind: str = "mse", saturation_weight: float = 0.0, **kwargs):
         super().__init__(name=kwargs.pop("name", f"{kind}_loss"), **kwargs)
-        if kind not in ("mse", "l1", "huber"):
-            raise ValueError(f"loss must be mse, l1 or huber, got {kind!r}")
+        if kind not in ("mse", "l1", "huber", "ce"):
+            raise ValueError(f"loss must be mse, l1, huber or ce, got {kind!r}")
+        if (kind == "ce") != (target == "bins"):
+            raise ValueError(f"loss ce goes with target bins (and only there), got loss {kind!r}, target {target!r}")
         self.target, self.kind, self.saturation_weight = target, kind, saturation_weight
 
     def call(self, y_true, y_pred):
         truth = encode_truth(y_true, self.target)
+        if self.kind == "ce":
+            scores = ops.cast(y_pred, "float32")
+            per_pixel = -ops.sum(colour.bin_labels(truth, ops) * ops.log_softmax(scores, axis=-1), axis=-1)
+            return self._weighted(per_pixel, truth, y_true)
         err = ops.cast(y_pred, "float32") - truth
         if self.kind == "mse":
             per_pixel = ops.mean(ops.square(err), axis=-1)
@@ -43,10 +56,13 @@ class TargetLoss(keras.losses.Loss):
         else:
             a = ops.abs(err)
             per_pixel = ops.mean(ops.where(a < HUBER_DELTA, 0.5 * a * a, HUBER_DELTA * (a - 0.5 * HUBER_DELTA)), axis=-1)
-        if self.saturation_weight:
-            sat = ops.cast(y_true[..., 1], "float32")
-            per_pixel = per_pixel * (1.0 + self.saturation_weight * colour.colour_strength(truth, sat, self.target, ops))
-        return per_pixel
+        return self._weighted(per_pixel, truth, y_true)
+
+    def _weighted(self, per_pixel, truth, y_true):
+        if not self.saturation_weight:
+            return per_pixel
+        sat = ops.cast(y_true[..., 1], "float32")
+        return per_pixel * (1.0 + self.saturation_weight * colour.colour_strength(truth, sat, self.target, ops))
 
     def get_config(self):
         return {**super().get_config(), "target": self.target, "kind": self.kind,
@@ -64,7 +80,7 @@ class TargetRMSE(keras.metrics.Metric):
         self.count = self.add_variable(shape=(), initializer="zeros", name="count")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        err = ops.cast(y_pred, "float32") - encode_truth(y_true, self.target)
+        err = as_chroma(y_pred, self.target) - encode_truth(y_true, self.target)
         self.total.assign_add(ops.sum(ops.square(err)))
         self.count.assign_add(ops.cast(ops.size(err), "float32"))
 

@@ -1,6 +1,7 @@
 """Model builders: `seed` (the original ResNet50 + FCN decoder) and `unet` (light or ResNet50 encoder).
 
-Input: uint8 gray (s, s, 1). Output: float32 (s, s, 2) in the target encoding of src/colour.py.
+Input: uint8 gray (s, s, 1). Output: float32 (s, s, 2) in the target encoding of src/colour.py, or for the bins
+target (s, s, k) class scores over colour.chroma_bins().
 Keras 3 layers only, so the same model runs on the TensorFlow, JAX and PyTorch backends.
 """
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from src import colour
 from src.params import ModelParams
 
 # ResNet50 stage outputs by name (Keras 3), shallow to deep; the original looked them up as 'activation_9' etc.,
@@ -24,6 +26,8 @@ def build_model(p: ModelParams, image_size: int) -> keras.Model:
     gray = keras.Input((None, None, 1), dtype="uint8", name="gray")
     x = layers.Rescaling(1.0 / 255.0, name="to_unit")(gray)
     if p.arch == "seed":
+        if p.target == "bins":
+            raise ValueError("the bins target needs arch unet (seed keeps the original two-channel head)")
         return seed_model(gray, x, p)
     if p.arch == "unet":
         return unet(gray, x, p)
@@ -92,5 +96,6 @@ def unet(gray, x, p: ModelParams) -> keras.Model:
         y = layers.UpSampling2D(interpolation="bilinear", name=f"dec{level}_up")(y)
         y = layers.Concatenate(name=f"dec{level}_skip")([y, skip])
         y = _conv_block(y, width, f"dec{level}")
-    y = layers.Conv2D(2, 1, name="head", dtype="float32")(y)  # float32 head under mixed precision
+    outputs = len(colour.chroma_bins()) if p.target == "bins" else 2
+    y = layers.Conv2D(outputs, 1, name="head", dtype="float32")(y)  # float32 head under mixed precision
     return keras.Model(gray, y, name=f"unet_{p.encoder}")

@@ -51,7 +51,8 @@ class ModelParams:
     encoder_widths: tuple[int, ...] = (16, 32, 64, 128)  # light encoder: filters per level (last = bottleneck)
     decoder_widths: tuple[int, ...] = (64, 32, 16)  # unet: filters per decoder level, deep to shallow
     gray: Literal["luma", "v"] = "luma"  # what the input channel holds
-    target: Literal["hs", "chroma", "cbcr"] = "chroma"  # what the two output channels encode
+    target: Literal["hs", "chroma", "cbcr", "bins"] = "chroma"  # what the output channels encode
+    temperature: float = 0.38  # bins only: annealed-mean temperature at inference (1 = mean, towards 0 = mode)
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class TrainParams:
     learning_rate: float = 1e-3
     lr_schedule: Literal["constant", "cosine"] = "constant"
     ema: float = 0.0  # >0: validate and keep an exponential moving average of the weights with this momentum
-    loss: Literal["mse", "l1", "huber"] = "mse"  # reported metric is RMSE regardless
+    loss: Literal["mse", "l1", "huber", "ce"] = "mse"  # ce: bins target only; reported metric is RMSE regardless
     saturation_weight: float = 0.0  # extra loss weight on saturated pixels (0 = plain loss)
     flip: bool = True  # random horizontal flips
     crop: int = 0  # random crops of this size in training, px; 0 = none

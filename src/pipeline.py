@@ -18,6 +18,7 @@ from src.shards import ShardSet
 class InputSpec:
     gray: colour.Gray = "luma"
     target: colour.Target = "chroma"
+    temperature: float = 1.0  # bins target: annealed-mean temperature of predictions
 
 
 def arrays(records: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:

@@ -17,6 +17,7 @@ from src.files import write_text
 
 COLUMNS = {
     "tags.mlflow.runName": "run",
+    "tags.mlflow.note.content": "note",  # the run's description in the MLflow UI
     "params.model.arch": "arch",
     "params.model.target": "target",
     "params.model.encoder_widths": "encoder",
@@ -24,6 +25,7 @@ COLUMNS = {
     "params.crop": "crop",
     "params.loss": "loss",
     "params.saturation_weight": "sat_w",
+    "params.ema": "ema",
     "params.epochs": "epochs",
     "metrics.epochs": "epochs_run",
     "metrics.wall_s": "train_s",
@@ -50,6 +52,8 @@ def table(experiment: str, evaluated_on: str = "extra") -> pd.DataFrame:
     if "PSNR" in out:
         out = out[out["PSNR"].notna()]  # runs evaluated without this set
     out.insert(1, "started", runs["start_time"].dt.strftime("%Y-%m-%d %H:%M"))
+    if "ema" in out:
+        out["ema"] = out["ema"].fillna("0.0")  # runs from before the parameter existed
     if "PSNR" in out and "gray PSNR" in out:
         out["PSNR - gray"] = out["PSNR"] - out["gray PSNR"]
     if "colourful" in out and "truth colourful" in out:

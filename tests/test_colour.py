@@ -51,6 +51,24 @@ def test_cbcr_target_renders_back_to_the_photo_and_tracks_rgb_error():
         colour.record_target(np.array([[0, 255]], np.uint8), "cbcr")
 
 
+def test_bins_cover_the_chroma_disk_and_their_annealed_mean_recovers_the_colour():
+    centres = colour.chroma_bins()
+    assert len(centres) > 60 and np.hypot(*centres.T).max() < 1.0 + colour.BIN_STEP
+    chroma = colour.record_target(np.array([[20, 255], [70, 128], [130, 200]], np.uint8), "bins")  # off bin edges
+    labels = colour.bin_labels(chroma)
+    np.testing.assert_allclose(labels.sum(-1), 1.0, rtol=1e-5)
+    nearest = np.argmin(((chroma[:, None] - centres) ** 2).sum(-1), axis=1)
+    np.testing.assert_array_equal(labels.argmax(-1), nearest)
+    scores = np.log(labels + 1e-12)  # a model that predicts the soft labels exactly
+    mean = colour.annealed_mean(scores, 1.0)
+    assert np.abs(mean - chroma).max() < 0.12
+    mode = colour.annealed_mean(scores, 0.01)
+    np.testing.assert_allclose(mode, centres[nearest], atol=1e-4)
+    # lower temperature: a two-way doubt between a colour and gray keeps more of the colour
+    doubt = np.log(0.5 * colour.bin_labels(chroma[:1]) + 0.5 * colour.bin_labels(np.zeros((1, 2), np.float32)))
+    assert np.hypot(*colour.annealed_mean(doubt, 0.38)[0]) > np.hypot(*colour.annealed_mean(doubt, 1.0)[0])
+
+
 def test_chroma_is_circular_and_ignores_hue_without_saturation():
     near_0, near_179, cyan = colour.encode_target(np.array([1.0, 178.0, 90.0]), np.full(3, 255.0))
     assert np.linalg.norm(near_0 - near_179) < 0.11  # 3 steps (6 degrees) apart, both red

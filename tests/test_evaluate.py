@@ -190,9 +190,12 @@ def test_results_table_lists_evaluated_runs_beside_the_baselines(trained, tiny_s
     result, out = run_evaluate(trained, tiny_shards, tmp_path, p)
     evaluate.track(p, result, model_dir=model_tmp / "models", shards_dir=tiny_shards.root, reports=out)
     mlflow.set_tracking_uri(uri)
+    meta = json.loads((model_tmp / "models" / "model.json").read_text())
+    mlflow.MlflowClient(uri).set_tag(meta["mlflow_run_id"], "mlflow.note.content", "a described attempt")
     table = results.table("test-eval", "test")
     assert len(table) >= 1
-    row = table.iloc[-1]
+    (row,) = [r for _, r in table.iterrows() if r["note"] == "a described attempt"]
+    assert row["px"] == "32"
     assert row["PSNR"] == pytest.approx(result["test"]["model"]["psnr"])
     assert row["PSNR - gray"] == pytest.approx(result["test"]["model"]["psnr"] - result["test"]["gray"]["psnr"])
     assert 0 <= row["colourful / truth"]

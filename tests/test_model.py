@@ -26,6 +26,28 @@ def test_every_arch_maps_uint8_gray_to_two_channels(arch, encoder, decoders, siz
         assert 0.0 <= out.min() and out.max() <= 1.0  # capped like the original, at the true range
 
 
+def test_bins_target_scores_every_chroma_class_and_needs_the_unet():
+    model = build_model(ModelParams(target="bins"), 32)
+    assert model.predict(np.zeros((1, 32, 32, 1), np.uint8), verbose=0).shape == (1, 32, 32, len(colour.chroma_bins()))
+    with pytest.raises(ValueError, match="arch unet"):
+        build_model(ModelParams(arch="seed", target="bins"), 64)
+
+
+def test_cross_entropy_prefers_the_right_colour_and_goes_with_bins_only():
+    hsv = np.array([[[[0, 255, 255], [60, 200, 128]]]], np.uint8)
+    right = np.log(colour.bin_labels(colour.record_target(hsv, "bins")) + 1e-6)
+    wrong = right[:, :, ::-1]
+    loss = TargetLoss("bins", "ce")
+    assert float(loss(hsv, right)) < float(loss(hsv, wrong))
+    metric = TargetRMSE("bins")
+    metric.update_state(hsv, right)
+    assert float(metric.result()) < 0.1  # RMSE of the scores' mean chroma, comparable with the chroma target's
+    with pytest.raises(ValueError, match="ce goes with target bins"):
+        TargetLoss("chroma", "ce")
+    with pytest.raises(ValueError, match="ce goes with target bins"):
+        TargetLoss("bins", "mse")
+
+
 def test_seed_reproduces_the_original_parameter_count():
     assert build_model(ModelParams(arch="seed"), 224).count_params() == 34_243_204
 

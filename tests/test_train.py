@@ -19,7 +19,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from src import fit
+from src import colour, fit
 from src.params import ModelParams, TrainParams
 from src.stages import train
 from src.tracking import TrackingUnavailable
@@ -50,6 +50,20 @@ def test_weight_averaging_keeps_the_averaged_weights_it_validated(tiny_shards, t
     assert not result.history["val_rmse"].equals(plain.history["val_rmse"])
     evaluated = result.model.evaluate(*_val_arrays(tiny_shards), verbose=0, return_dict=True)
     assert evaluated["rmse"] == pytest.approx(result.best_val_rmse, rel=1e-4)
+
+
+def test_the_bins_target_trains_and_colourises(tiny_shards, tmp_path):
+    from src.pipeline import InputSpec
+    from src.predict import Colorizer
+
+    p = replace(FAST, model=replace(FAST.model, target="bins"), loss="ce", epochs=2)
+    result = fit_once(tiny_shards, tmp_path, p)
+    assert result.history["val_rmse"].notna().all()
+    colorizer = Colorizer(result.model, InputSpec(target="bins", temperature=0.38), tiny_shards.image_size)
+    records = tiny_shards.load("val", limit=2)
+    out = colorizer.colorize_records(records)
+    assert out.shape == records.shape[:-1] + (3,) and out.dtype == np.uint8
+    np.testing.assert_allclose(colour.luma(out), records[..., colour.Y], atol=3)  # the photo's own luma
 
 
 def _val_arrays(shards):
