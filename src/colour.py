@@ -105,13 +105,17 @@ def bin_labels(chroma, xp: ModuleType = np):
     return weights / xp.sum(weights, axis=-1, keepdims=True)
 
 
-def annealed_mean(logits, temperature: float = 1.0, xp: ModuleType = np):
+def annealed_mean(logits, temperature: float = 1.0, boost: float = 0.0, xp: ModuleType = np):
     """Class scores (..., k) -> chroma (..., 2): the mean of softmax(logits / T) over the bin centres.
 
     T = 1 is the distribution's mean (what a regression would predict); lower T moves towards its mode, more
-    colourful where the model is sure (Zhang et al. 2016 use T = 0.38).
+    colourful where the model is sure (Zhang et al. 2016 use T = 0.38). boost > 0 weighs each class by
+    1 + boost * |centre|: most pixels are near gray, so the plain mode is gray too; this rebalances towards
+    colourful classes at inference, as Zhang et al.'s class rebalancing does in training.
     """
     z = logits / temperature
+    if boost:
+        z = z + np.log1p(boost * np.hypot(*chroma_bins().T)).astype(np.float32)
     z = z - xp.max(z, axis=-1, keepdims=True)
     p = xp.exp(z)
     p = p / xp.sum(p, axis=-1, keepdims=True)

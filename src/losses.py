@@ -18,13 +18,13 @@ def encode_truth(hsv, target: str):
     return colour.encode_target(hsv[..., 0], hsv[..., 1], target, xp=ops, value=hsv[..., 2])
 
 
-@keras.saving.register_keras_serializable(package="colorizer")
 def as_chroma(y_pred, target: str):
     """The prediction as a point of the target space: bins' class scores become their mean chroma."""
     y_pred = ops.cast(y_pred, "float32")
     return colour.annealed_mean(y_pred, 1.0, xp=ops) if target == "bins" else y_pred
 
 
+@keras.saving.register_keras_serializable(package="colorizer")
 class TargetLoss(keras.losses.Loss):
     """Pixel loss (mse | l1 | huber) between prediction and the encoded truth; cross-entropy (ce) against soft
     labels for the bins target.

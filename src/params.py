@@ -53,6 +53,7 @@ class ModelParams:
     gray: Literal["luma", "v"] = "luma"  # what the input channel holds
     target: Literal["hs", "chroma", "cbcr", "bins"] = "chroma"  # what the output channels encode
     temperature: float = 0.38  # bins only: annealed-mean temperature at inference (1 = mean, towards 0 = mode)
+    colour_boost: float = 0.0  # bins only: weigh classes by 1 + boost * chroma at inference (0 = off)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ class InputSpec:
     gray: colour.Gray = "luma"
     target: colour.Target = "chroma"
     temperature: float = 1.0  # bins target: annealed-mean temperature of predictions
+    boost: float = 0.0  # bins target: colour boost of predictions (colour.annealed_mean)
 
 
 def arrays(records: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:

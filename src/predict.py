@@ -27,7 +27,9 @@ class Colorizer:
         # Direct calls rather than model.predict: no per-shape retracing, and no progress noise.
         out = np.concatenate([keras.ops.convert_to_numpy(self.model(gray[i : i + batch_size], training=False))
                               for i in range(0, len(gray), batch_size)])
-        return colour.annealed_mean(out, self.spec.temperature) if self.spec.target == "bins" else out
+        if self.spec.target == "bins":
+            return colour.annealed_mean(out, self.spec.temperature, self.spec.boost)
+        return out
 
     def colorize(self, images: list[np.ndarray], batch_size: int = 16) -> list[np.ndarray]:
         """Colour or gray uint8 images of any size -> BGR at their full resolution.
@@ -55,8 +57,8 @@ class Colorizer:
 def save(model: keras.Model, spec: InputSpec, image_size: int, out: Path, extra: dict | None = None) -> None:
     """model.keras plus model.json (what the encodings are), into an existing folder."""
     model.save(out / MODEL_FILE)
-    meta = {"gray": spec.gray, "target": spec.target, "temperature": spec.temperature, "image_size": image_size,
-            **(extra or {})}
+    meta = {"gray": spec.gray, "target": spec.target, "temperature": spec.temperature, "colour_boost": spec.boost,
+            "image_size": image_size, **(extra or {})}
     (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
@@ -69,7 +71,8 @@ def load(folder: Path | str) -> Colorizer:
 
     meta = json.loads((folder / META_FILE).read_text())
     model = keras.saving.load_model(folder / MODEL_FILE, compile=False, safe_mode=True)
-    spec = InputSpec(meta["gray"], meta["target"], float(meta.get("temperature", 1.0)))
+    spec = InputSpec(meta["gray"], meta["target"], float(meta.get("temperature", 1.0)),
+                     float(meta.get("colour_boost", 0.0)))
     return Colorizer(model, spec, int(meta["image_size"]))
 
 

@@ -7,7 +7,7 @@ import pytest
 from tests.repo import env
 
 COMMANDS = ["src.stages.download", "src.stages.hsv_split", "src.stages.shard", "src.stages.train",
-            "src.stages.evaluate", "src.colorize", "src.tune", "src.gate", "src.profile", "src.results",
+            "src.stages.evaluate", "src.colorize", "src.tune", "src.gate", "src.profile", "src.results", "src.calibrate",
             "benchmarks.data_pipeline", "benchmarks.training"]
 
 

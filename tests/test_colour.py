@@ -67,6 +67,8 @@ def test_bins_cover_the_chroma_disk_and_their_annealed_mean_recovers_the_colour(
     # lower temperature: a two-way doubt between a colour and gray keeps more of the colour
     doubt = np.log(0.5 * colour.bin_labels(chroma[:1]) + 0.5 * colour.bin_labels(np.zeros((1, 2), np.float32)))
     assert np.hypot(*colour.annealed_mean(doubt, 0.38)[0]) > np.hypot(*colour.annealed_mean(doubt, 1.0)[0])
+    # boost rebalances towards colourful classes: the mean of the same doubt moves away from gray
+    assert np.hypot(*colour.annealed_mean(doubt, 1.0, boost=16.0)[0]) > np.hypot(*colour.annealed_mean(doubt, 1.0)[0])
 
 
 def test_chroma_is_circular_and_ignores_hue_without_saturation():

@@ -65,6 +65,16 @@ def test_the_bins_target_trains_and_colourises(tiny_shards, tmp_path):
     assert out.shape == records.shape[:-1] + (3,) and out.dtype == np.uint8
     np.testing.assert_allclose(colour.luma(out), records[..., colour.Y], atol=3)  # the photo's own luma
 
+    from src import calibrate
+    from src.predict import save
+
+    (tmp_path / "models").mkdir()
+    save(result.model, InputSpec(target="bins"), tiny_shards.image_size, tmp_path / "models")
+    table = calibrate.sweep(tmp_path / "models", tiny_shards.root, temperatures=(1.0, 0.5), boosts=(0.0, 16.0))
+    assert len(table) == 4 and table["PSNR - gray"].notna().all()
+    plain, boosted = table.query("temperature == 1.0").sort_values("colour_boost")["colourful / truth"]
+    assert boosted > plain
+
 
 def _val_arrays(shards):
     from src.pipeline import InputSpec, arrays

@@ -1,0 +1,75 @@
+"""Choose a bins model's inference settings (temperature, colour boost) on the validation split.
+
+    python -m src.calibrate                                   # models/ and data/shards of the workspace
+    python -m src.calibrate --out experiments/calibration.md  # also write the table
+
+For each setting: PSNR above the gray baseline and colourfulness as a share of the truth's, averaged over the
+validation photos. The pick maximises the worse of the two ratios to issue 6's targets (PSNR gain / 0.5 dB,
+colourfulness share / 0.5), so neither is bought with the other. Apply it with
+`--set train.model.temperature=T --set train.model.colour_boost=B`; only the validation split is read.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from src import colour, metrics
+from src.files import write_text
+from src.paths import MODEL_DIR, SHARD_DIR
+
+TEMPERATURES = (1.0, 0.85, 0.7, 0.5, 0.38)
+BOOSTS = (0.0, 4.0, 16.0, 32.0, 64.0, 128.0)
+TARGET_GAIN_DB, TARGET_SHARE = 0.5, 0.5
+
+
+def sweep(model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD_DIR, temperatures=TEMPERATURES, boosts=BOOSTS,
+          split: str = "val") -> pd.DataFrame:
+    """One row per (temperature, boost): mean PSNR gain over gray, colourfulness share, and the worse ratio."""
+    from src.predict import Colorizer, load
+    from src.shards import ShardSet
+
+    base = load(model_dir)
+    if base.spec.target != "bins":
+        raise SystemExit(f"{model_dir} holds a {base.spec.target!r} model: calibration is for the bins target")
+    records = ShardSet.open(shards_dir).load(split)
+    truth = colour.record_to_bgr(records)
+    gray = np.repeat(records[..., colour.Y : colour.Y + 1], 3, axis=-1)
+    gray_psnr = np.array([metrics.psnr(g, t) for g, t in zip(gray, truth)])
+    truth_colour = np.mean([metrics.colourfulness(t) for t in truth])
+    rows = []
+    for temperature in temperatures:
+        for boost in boosts:
+            spec = dataclasses.replace(base.spec, temperature=temperature, boost=boost)
+            out = Colorizer(base.model, spec, base.image_size).colorize_records(records)
+            gain = float(np.mean([metrics.psnr(o, t) for o, t in zip(out, truth)] - gray_psnr))
+            share = float(np.mean([metrics.colourfulness(o) for o in out]) / truth_colour)
+            rows.append({"temperature": temperature, "colour_boost": boost, "PSNR - gray": gain,
+                         "colourful / truth": share,
+                         "worse target ratio": min(gain / TARGET_GAIN_DB, share / TARGET_SHARE)})
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=Path, default=MODEL_DIR)
+    parser.add_argument("--shards", type=Path, default=SHARD_DIR)
+    parser.add_argument("--out", type=Path, help="also write the markdown table here")
+    args = parser.parse_args(argv)
+    table = sweep(args.models, args.shards)
+    best = table.loc[table["worse target ratio"].idxmax()]
+    markdown = table.to_markdown(index=False, floatfmt=".3f")
+    print(markdown)
+    print(f"\npick: --set train.model.temperature={best['temperature']:g} "
+          f"--set train.model.colour_boost={best['colour_boost']:g}")
+    if args.out:
+        write_text(args.out, markdown + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
