@@ -86,11 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--picture", nargs="+", type=Path, metavar="PHOTO",
                         help="instead: write a gray | colourised | truth picture of these photos with models/")
     parser.add_argument("--picture-out", type=Path, default=Path("docs/before_after.png"))
+    parser.add_argument("--models", type=Path, help="the model folder for --picture (default: models/)")
     args = parser.parse_args(argv)
     if args.picture:
         from src.paths import MODEL_DIR
 
-        before_after(MODEL_DIR, args.picture, args.picture_out)
+        before_after(args.models or MODEL_DIR, args.picture, args.picture_out)
         print(f"wrote {args.picture_out}")
         return 0
     import mlflow
