@@ -41,11 +41,12 @@ def sweep(model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD_DIR, temperature
     gray = np.repeat(records[..., colour.Y : colour.Y + 1], 3, axis=-1)
     gray_psnr = np.array([metrics.psnr(g, t) for g, t in zip(gray, truth)])
     truth_colour = np.mean([metrics.colourfulness(t) for t in truth])
+    scores = base.scores(colour.gray_input(records, base.spec.gray))  # once: the settings only change decoding
     rows = []
     for temperature in temperatures:
         for boost in boosts:
             spec = dataclasses.replace(base.spec, temperature=temperature, boost=boost)
-            out = Colorizer(base.model, spec, base.image_size).colorize_records(records)
+            out = Colorizer(base.model, spec, base.image_size).colorize_records(records, scores=scores)
             gain = float(np.mean([metrics.psnr(o, t) for o, t in zip(out, truth)] - gray_psnr))
             share = float(np.mean([metrics.colourfulness(o) for o in out]) / truth_colour)
             rows.append({"temperature": temperature, "colour_boost": boost, "PSNR - gray": gain,

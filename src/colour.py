@@ -12,6 +12,8 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Literal
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -87,11 +89,14 @@ def encode_target(hue, sat, target: Target = "chroma", xp: ModuleType = np, valu
     return xp.stack([sat * xp.cos(angle), sat * xp.sin(angle)], axis=-1)
 
 
+@functools.cache
 def chroma_bins() -> np.ndarray:
-    """Centres (k, 2) of a BIN_STEP grid over the chroma plane, those that reach the unit disk (S <= 1)."""
+    """Centres (k, 2) of a BIN_STEP grid over the chroma plane, those that reach the unit disk (S <= 1); read-only."""
     axis = np.arange(-1.0 + BIN_STEP / 2, 1.0, BIN_STEP)
     grid = np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(-1, 2)
-    return grid[np.hypot(grid[:, 0], grid[:, 1]) < 1.0 + BIN_STEP / 2].astype(np.float32)
+    centres = grid[np.hypot(grid[:, 0], grid[:, 1]) < 1.0 + BIN_STEP / 2].astype(np.float32)
+    centres.flags.writeable = False
+    return centres
 
 
 def bin_labels(chroma, xp: ModuleType = np):

@@ -22,14 +22,21 @@ class Colorizer:
     spec: InputSpec
     image_size: int
 
-    def predict(self, gray: np.ndarray, batch_size: int = 16) -> np.ndarray:
-        """uint8 gray (n, s, s, 1) -> encoded chroma (n, s, s, 2); bins' class scores become their annealed mean."""
+    def scores(self, gray: np.ndarray, batch_size: int = 16) -> np.ndarray:
+        """uint8 gray (n, s, s, 1) -> the model's raw outputs: encoded chroma, or class scores for bins."""
         # Direct calls rather than model.predict: no per-shape retracing, and no progress noise.
-        out = np.concatenate([keras.ops.convert_to_numpy(self.model(gray[i : i + batch_size], training=False))
-                              for i in range(0, len(gray), batch_size)])
+        return np.concatenate([keras.ops.convert_to_numpy(self.model(gray[i : i + batch_size], training=False))
+                               for i in range(0, len(gray), batch_size)])
+
+    def decode(self, scores: np.ndarray) -> np.ndarray:
+        """Raw outputs -> encoded chroma (n, s, s, 2): bins' class scores become their annealed mean."""
         if self.spec.target == "bins":
-            return colour.annealed_mean(out, self.spec.temperature, self.spec.boost)
-        return out
+            return colour.annealed_mean(scores, self.spec.temperature, self.spec.boost)
+        return scores
+
+    def predict(self, gray: np.ndarray, batch_size: int = 16) -> np.ndarray:
+        """uint8 gray (n, s, s, 1) -> encoded chroma (n, s, s, 2)."""
+        return self.decode(self.scores(gray, batch_size))
 
     def colorize(self, images: list[np.ndarray], batch_size: int = 16) -> list[np.ndarray]:
         """Colour or gray uint8 images of any size -> BGR at their full resolution.
@@ -47,9 +54,15 @@ class Colorizer:
             out.append(colour.render_prediction(im if im.ndim == 2 else colour.luma(im), full, self.spec.target))
         return out
 
-    def colorize_records(self, records: np.ndarray, batch_size: int = 16) -> np.ndarray:
-        """uint8 records (n, s, s, 4) -> uint8 BGR (n, s, s, 3) with the records' own luma."""
-        encoded = self.predict(colour.gray_input(records, self.spec.gray), batch_size)
+    def colorize_records(self, records: np.ndarray, batch_size: int = 16,
+                         scores: np.ndarray | None = None) -> np.ndarray:
+        """uint8 records (n, s, s, 4) -> uint8 BGR (n, s, s, 3) with the records' own luma.
+
+        `scores`: the model's raw outputs for these records, when already computed (decoding settings sweeps).
+        """
+        if scores is None:
+            scores = self.scores(colour.gray_input(records, self.spec.gray), batch_size)
+        encoded = self.decode(scores)
         return np.stack([colour.render_prediction(r[..., colour.Y], e, self.spec.target)
                          for r, e in zip(records, encoded)])
 
