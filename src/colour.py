@@ -157,8 +157,9 @@ def record_target(record: np.ndarray, target: Target = "chroma") -> np.ndarray:
 def render(luma: np.ndarray, hue: np.ndarray, sat: np.ndarray) -> np.ndarray:
     """Colour image (uint8 BGR) with the given H, S that keeps the photo's own luma.
 
-    In HSV, RGB = V * f(H, S), so V = Y / luma(f(H, S)) reproduces luma Y (colour.md); clipped to 255 where the
-    chroma cannot be that bright.
+    In HSV, RGB = V * f(H, S), so V = Y / luma(f(H, S)) reproduces luma Y (colour.md). Where that V would pass
+    255 (a saturated colour cannot be that bright), the colour is mixed with white instead: same hue, less
+    saturation, and still the photo's luma.
     """
     unit = np.stack(
         [np.round(hue).astype(np.float32) % HUE_RANGE, sat.astype(np.float32), np.full_like(sat, VALUE_MAX, np.float32)],
@@ -168,8 +169,12 @@ def render(luma: np.ndarray, hue: np.ndarray, sat: np.ndarray) -> np.ndarray:
     unit[..., 0] *= 360.0 / HUE_RANGE
     unit[..., 1:] /= SAT_MAX
     f = cv2.cvtColor(unit, cv2.COLOR_HSV2BGR)  # V = 1
-    value = luma.astype(np.float32) / np.maximum(f @ LUMA_BGR, 1e-6)
-    bgr = f * np.clip(value, 0.0, VALUE_MAX)[..., None]
+    y = luma.astype(np.float32)
+    f_luma = f @ LUMA_BGR
+    value = y / np.maximum(f_luma, 1e-6)
+    white = np.clip((1.0 - y / VALUE_MAX) / np.maximum(1.0 - f_luma, 1e-6), 0.0, 1.0)[..., None]  # share of f
+    bgr = np.where((value > VALUE_MAX)[..., None], (f * white + (1.0 - white)) * VALUE_MAX,
+                   f * np.clip(value, 0.0, VALUE_MAX)[..., None])
     return np.clip(np.round(bgr), 0, 255).astype(np.uint8)
 
 

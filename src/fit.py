@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from src import colour, lite0
 from src.losses import TargetLoss, TargetRMSE
 from src.model import build_model
 from src.params import TrainParams
@@ -112,7 +113,57 @@ def distribution_scope():
     return contextlib.nullcontext()
 
 
-def make_optimizer(p: TrainParams, total_steps: int) -> keras.optimizers.Optimizer:
+class EncoderLR:
+    """Optimizer mixin: the encoder's variables step at `encoder_scale` x the learning rate.
+
+    encoder_scale is an optimizer variable (0 while the encoder waits), so BackupAndRestore keeps it.
+    """
+
+    def __init__(self, *args, encoder_variables=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self._encoder_variables = list(encoder_variables)
+
+    def build(self, var_list):
+        super().build(var_list)
+        self.encoder_scale = self.add_variable((), initializer="zeros", name="encoder_scale")
+        self._encoder_indices = {self._get_variable_index(v) for v in self._encoder_variables}
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self._get_variable_index(variable) in self._encoder_indices:
+            learning_rate = learning_rate * self.encoder_scale
+        return super().update_step(gradient, variable, learning_rate)
+
+
+class EncoderSchedule(keras.callbacks.Callback):
+    """Fine-tuning: the encoder waits `frozen_epochs` while the new decoder settles, then learns at `scale`."""
+
+    def __init__(self, frozen_epochs: int, scale: float):
+        super().__init__()
+        self.frozen_epochs, self.scale = frozen_epochs, scale
+
+    def on_epoch_begin(self, epoch, logs=None):
+        opt = self.model.optimizer
+        if not opt.built:
+            opt.build(self.model.trainable_variables)
+        opt.encoder_scale.assign(0.0 if epoch < self.frozen_epochs else self.scale)
+
+
+def set_encoder_trainable(model: keras.Model, trainable: bool) -> list:
+    """Freeze a pretrained encoder, or fine-tune it with its BatchNorm statistics frozen (batches here are small).
+
+    Returns the encoder's trainable variables (none when frozen or absent)."""
+    try:
+        encoder = model.get_layer(lite0.NAME)
+    except ValueError:
+        return []
+    encoder.trainable = trainable
+    for layer in encoder.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    return encoder.trainable_variables
+
+
+def make_optimizer(p: TrainParams, total_steps: int, encoder_variables=()) -> keras.optimizers.Optimizer:
     lr = p.learning_rate
     if p.lr_schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(p.learning_rate, decay_steps=max(total_steps, 1))
@@ -122,13 +173,33 @@ def make_optimizer(p: TrainParams, total_steps: int) -> keras.optimizers.Optimiz
     if p.optimizer not in optimizers:
         raise ValueError(f"train.optimizer must be one of {sorted(optimizers)}, got {p.optimizer!r}")
     ema = {"use_ema": True, "ema_momentum": p.ema} if p.ema else {}
-    return optimizers[p.optimizer](learning_rate=lr, **ema)
+    base = optimizers[p.optimizer]
+    if p.encoder_trainable:
+        ema["encoder_variables"] = encoder_variables
+        base = type(f"{base.__name__}EncoderLR", (EncoderLR, base), {})
+    return base(learning_rate=lr, **ema)
+
+
+def class_prior(shards: ShardSet, limit: int = 512, stride: int = 4) -> np.ndarray:
+    """bins: how often each chroma class occurs in the training split (soft labels of a pixel sample), (k,)."""
+    records = shards.load("train", limit=limit)[:, ::stride, ::stride]
+    labels = colour.bin_labels(colour.record_target(records, "bins")).reshape(-1, len(colour.chroma_bins()))
+    return labels.mean(axis=0)
+
+
+def start_at_prior(model: keras.Model, prior: np.ndarray) -> None:
+    """Set the head's bias to the log class prior: with few steps an epoch, learning the mostly-gray prior from a
+    uniform start takes most of a short run (Karpathy, "A Recipe for Training Neural Networks": init well)."""
+    head = model.get_layer("head")
+    kernel, _ = head.get_weights()
+    head.set_weights([kernel, np.log(prior + 1e-6).astype(np.float32)])
 
 
 def compile_model(p: TrainParams, image_size: int, total_steps: int) -> keras.Model:
     model = build_model(p.model, image_size)
+    encoder_variables = set_encoder_trainable(model, p.encoder_trainable)
     model.compile(
-        optimizer=make_optimizer(p, total_steps),
+        optimizer=make_optimizer(p, total_steps, encoder_variables),
         loss=TargetLoss(p.model.target, p.loss, p.saturation_weight),
         metrics=[TargetRMSE(p.model.target)],
         jit_compile=p.jit_compile,
@@ -159,6 +230,8 @@ def fit(p: TrainParams, shards: ShardSet, workdir: Path, callbacks: list | tuple
     throughput = Throughput(steps * p.batch_size)
     with distribution_scope():
         model = compile_model(p, size, steps * p.epochs)
+        if p.model.target == "bins":
+            start_at_prior(model, class_prior(shards))
     all_callbacks = [
         keras.callbacks.BackupAndRestore(str(workdir / "backup")),
         NaNGuard(),
@@ -172,6 +245,7 @@ def fit(p: TrainParams, shards: ShardSet, workdir: Path, callbacks: list | tuple
         keras.callbacks.EarlyStopping(monitor=MONITOR, mode="min", patience=p.patience),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         *([TimeBudget(p.time_budget_s)] if p.time_budget_s else []),
+        *([EncoderSchedule(p.encoder_frozen_epochs, p.encoder_lr)] if p.encoder_trainable else []),
         *callbacks,
     ]
     start = time.perf_counter()

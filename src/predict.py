@@ -49,9 +49,8 @@ class Colorizer:
         encoded = self.predict(small, batch_size)
         out = []
         for im, enc in zip(images, encoded):
-            h, w = im.shape[:2]
-            full = cv2.resize(enc, (w, h), interpolation=cv2.INTER_LINEAR)
-            out.append(colour.render_prediction(im if im.ndim == 2 else colour.luma(im), full, self.spec.target))
+            y = im if im.ndim == 2 else colour.luma(im)
+            out.append(colour.render_prediction(y, upsample_chroma(enc, y), self.spec.target))
         return out
 
     def colorize_records(self, records: np.ndarray, batch_size: int = 16,
@@ -65,6 +64,37 @@ class Colorizer:
         encoded = self.decode(scores)
         return np.stack([colour.render_prediction(r[..., colour.Y], e, self.spec.target)
                          for r, e in zip(records, encoded)])
+
+
+def upsample_chroma(encoded: np.ndarray, luma: np.ndarray, sigma: float = 0.05) -> np.ndarray:
+    """Chroma (s, s, 2) at model resolution -> (h, w, 2) at the photo's, stopping at the photo's own edges.
+
+    Joint bilateral upsampling (Kopf et al., SIGGRAPH 2007) over the bilinear neighbours: each full-resolution
+    pixel takes the chroma of its four nearest model-resolution pixels, weighted by distance as bilinear does and
+    by how close their luma is to its own (Gaussian, sigma in 0..1 luma). Plain bilinear upsampling smears colour
+    across edges by the upsampling factor: sky bleeds into a roof line.
+    """
+    s_h, s_w = encoded.shape[:2]
+    h, w = luma.shape
+    if max(h / s_h, w / s_w) < 1.5:
+        return cv2.resize(encoded, (w, h), interpolation=cv2.INTER_LINEAR)
+    small_y = cv2.resize(luma, (s_w, s_h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    y = luma.astype(np.float32) / 255.0
+    num, den = np.zeros((h, w, encoded.shape[-1]), np.float32), np.zeros((h, w), np.float32)
+
+    def neighbours(n_out: int, n_in: int):  # low-res index below each output pixel centre, and the fraction past it
+        pos = np.clip((np.arange(n_out, dtype=np.float32) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        low = np.minimum(pos.astype(np.int64), n_in - 2)
+        return low, pos - low
+
+    (iy, fy), (ix, fx) = neighbours(h, s_h), neighbours(w, s_w)
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            rows, cols = (iy + dy)[:, None], (ix + dx)[None, :]
+            weight = wy[:, None] * wx[None, :] * np.exp(-((y - small_y[rows, cols]) ** 2) / (2 * sigma**2)) + 1e-6
+            num += weight[..., None] * encoded[rows, cols]
+            den += weight
+    return num / den[..., None]
 
 
 def save(model: keras.Model, spec: InputSpec, image_size: int, out: Path, extra: dict | None = None) -> None:

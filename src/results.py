@@ -20,7 +20,11 @@ COLUMNS = {
     "tags.mlflow.note.content": "note",  # the run's description in the MLflow UI
     "params.model.arch": "arch",
     "params.model.target": "target",
-    "params.model.encoder_widths": "encoder",
+    "params.model.encoder": "encoder",
+    "params.encoder_trainable": "fine-tuned",
+    "params.model.decoder_widths": "decoder",
+    "params.model.temperature": "T",
+    "params.model.colour_boost": "boost",
     "params.data.image_size": "px",
     "params.crop": "crop",
     "params.loss": "loss",
@@ -37,6 +41,7 @@ COLUMNS = {
     "metrics.{set}_model_hs_rmse": "H,S RMSE",
     "metrics.{set}_constant_hs_rmse": "const H,S RMSE",
     "metrics.{set}_model_hue_error": "hue err",
+    "metrics.{set}_constant_hue_error": "const hue err",
 }
 
 
@@ -58,6 +63,8 @@ def table(experiment: str, evaluated_on: str = "extra") -> pd.DataFrame:
         out["PSNR - gray"] = out["PSNR"] - out["gray PSNR"]
     if "colourful" in out and "truth colourful" in out:
         out["colourful / truth"] = out["colourful"] / out["truth colourful"]
+    if "hue err" in out and "const hue err" in out:
+        out["hue err / const"] = out["hue err"] / out["const hue err"]
     return out.sort_values("started").reset_index(drop=True)
 
 

@@ -97,3 +97,13 @@ def test_gray_inputs_differ_luma_v():
     record = colour.bgr_to_record(bgr(0, 0, 255))  # pure red: V = 255, luma = 76
     assert colour.gray_input(record, "v")[0, 0, 0] == 255
     assert colour.gray_input(record, "luma")[0, 0, 0] == 76
+
+
+def test_a_saturated_colour_on_a_bright_pixel_keeps_the_luma_and_its_hue():
+    """Pure blue at luma 240 is impossible (pure blue peaks at luma 29): it is mixed with white, not clipped."""
+    y = np.array([[240, 250, 120]], np.uint8)
+    hue = np.full((1, 3), 120.0, np.float32)  # OpenCV blue
+    out = colour.render(y, hue, np.full((1, 3), 255.0, np.float32))
+    np.testing.assert_allclose(colour.luma(out[None])[0], y, atol=1)
+    b, g, r = out[0].astype(int).T
+    assert (b > g).all() and (b > r).all()  # still bluish

@@ -163,7 +163,13 @@ def test_gate_compares_against_the_baseline_with_a_tolerance(tmp_path):
 def test_the_default_pipeline_passes_the_gate_and_a_broken_model_trips_it(tmp_path):
     """The README's pipeline exactly as a user runs it (`dvc repro`), then the gate; then a deliberately broken model."""
     repo = copy_repo(tmp_path / "repo")
-    dvc("repro", cwd=repo)
+    reproduced = dvc("repro", cwd=repo)
+    closing = [line for line in (reproduced.stdout + reproduced.stderr).splitlines() if "verdict:" in line]
+    eval_json = json.loads((repo / "reports" / "eval.json").read_text())["test"]
+    gain = eval_json["model"]["psnr"] - eval_json["gray"]["psnr"]
+    assert len(closing) == 1 and f"{gain:+.2f} dB vs gray" in closing[0]
+    if "NOT better" in closing[0]:  # the 4 sample photos teach too little: the line says so and what to run
+        assert "4 training photos" in closing[0] and "experiments/recipe.yaml" in closing[0]
     shown = dvc("metrics", "show", cwd=repo).stdout
     assert "eval_rmse" in shown and "test.gray.psnr" in shown and "test.constant.psnr" in shown
     passed = run([sys.executable, "-m", "src.gate"], repo, check=False)

@@ -16,10 +16,11 @@ from src.params import ModelParams
 @pytest.mark.parametrize(
     "arch,encoder,decoders,size",
     [("unet", "light", (64, 32, 16), 64), ("seed", "light", (64, 32, 16), 64),
-     ("unet", "resnet50", (64, 32, 16, 16, 8), 64)],
+     ("unet", "resnet50", (64, 32, 16, 16, 8), 64), ("unet", "lite0", (32, 32, 16, 16, 8), 64)],
 )
 def test_every_arch_maps_uint8_gray_to_two_channels(arch, encoder, decoders, size, gray, target):
-    model = build_model(ModelParams(arch=arch, encoder=encoder, decoder_widths=decoders, gray=gray, target=target), size)
+    model = build_model(ModelParams(arch=arch, encoder=encoder, encoder_weights="none", decoder_widths=decoders,
+                                    gray=gray, target=target), size)
     out = model.predict(np.zeros((2, size, size, 1), np.uint8), verbose=0)
     assert out.shape == (2, size, size, 2) and out.dtype == np.float32
     if arch == "seed" and target == "hs":
@@ -27,7 +28,7 @@ def test_every_arch_maps_uint8_gray_to_two_channels(arch, encoder, decoders, siz
 
 
 def test_bins_target_scores_every_chroma_class_and_needs_the_unet():
-    model = build_model(ModelParams(target="bins"), 32)
+    model = build_model(ModelParams(encoder="light", decoder_widths=(64, 32, 16), target="bins"), 32)
     assert model.predict(np.zeros((1, 32, 32, 1), np.uint8), verbose=0).shape == (1, 32, 32, len(colour.chroma_bins()))
     with pytest.raises(ValueError, match="arch unet"):
         build_model(ModelParams(arch="seed", target="bins"), 64)
@@ -54,7 +55,11 @@ def test_seed_reproduces_the_original_parameter_count():
 
 def test_decoder_widths_must_match_the_skips():
     with pytest.raises(ValueError, match="needs 3 entries"):
-        build_model(ModelParams(decoder_widths=(32, 16)), 64)
+        build_model(ModelParams(encoder="light", decoder_widths=(32, 16)), 64)
+    with pytest.raises(ValueError, match="needs 5 entries"):
+        build_model(ModelParams(encoder="lite0", decoder_widths=(32, 16, 8)), 64)
+    with pytest.raises(ValueError, match="divisible by 32"):
+        build_model(ModelParams(encoder="lite0"), 48)
     with pytest.raises(ValueError, match="divisible by 32"):
         build_model(ModelParams(arch="seed"), 48)
 
@@ -81,9 +86,17 @@ def test_saturation_weight_counts_colourful_pixels_more(kind, target):
 
 
 def test_a_saved_model_reloads_in_safe_mode(tmp_path):
-    model = build_model(ModelParams(), 32)
+    model = build_model(ModelParams(), 32)  # the default: pretrained Lite0 as a nested model
     model.compile(loss=TargetLoss("chroma", "huber"), metrics=[TargetRMSE("chroma")])
     model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
     x = np.random.default_rng(0).integers(0, 255, (1, 32, 32, 1), dtype=np.uint8)
     np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_resnet50_imagenet_weights_fail_with_a_clear_message_without_the_internet(monkeypatch, tmp_path):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no cached copy of the weights
+    monkeypatch.setattr("keras.src.utils.file_utils.urlretrieve",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("network unreachable")))
+    with pytest.raises(RuntimeError, match="encoder: lite0"):
+        build_model(ModelParams(encoder="resnet50", encoder_weights="imagenet", decoder_widths=(8,) * 5), 64)

@@ -25,7 +25,7 @@ from src.stages import train
 from src.tracking import TrackingUnavailable
 from tests.repo import copy_repo, dvc, env
 
-FAST = TrainParams(model=ModelParams(encoder_widths=(8, 16, 32), decoder_widths=(16, 8)), epochs=3, batch_size=16,
+FAST = TrainParams(model=ModelParams(encoder="light", encoder_widths=(8, 16, 32), decoder_widths=(16, 8)), epochs=3, batch_size=16,
                    patience=5, sample_every=1, sample_count=3)
 
 

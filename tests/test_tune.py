@@ -21,7 +21,7 @@ from tests.repo import env
 
 SPACE = {"learning_rate": {"low": 0.001, "high": 0.01, "log": True},
          "decoder_widths": {"choices": [[16, 8, 8], [32, 16, 8]]}}
-TRAIN = TrainParams(model=ModelParams(encoder_widths=(8, 16, 32, 32)), batch_size=16)
+TRAIN = TrainParams(model=ModelParams(encoder="light", encoder_widths=(8, 16, 32, 32), decoder_widths=(64, 32, 16)), batch_size=16)
 TUNE = TuneParams(epochs=3, seed=1)
 
 

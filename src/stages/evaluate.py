@@ -135,7 +135,19 @@ def run(p: EvaluateParams, model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD
                  "colourfulness model %.1f vs truth %.1f", set_name, s["images"], s["model"]["psnr"],
                  s["gray"]["psnr"], s["constant"]["psnr"], s["model"]["rmse"], s["model"]["colourfulness"],
                  s["truth_colourfulness"])
+    log.info(verdict(summary["test"], shards.manifest["splits"]["train"]["photos"]))
     return result
+
+
+def verdict(s: dict, train_photos: int) -> str:
+    """One closing line: the model against both baselines and, when it loses, why and what to run instead."""
+    gray, const = s["model"]["psnr"] - s["gray"]["psnr"], s["model"]["psnr"] - s["constant"]["psnr"]
+    line = f"verdict: model PSNR {gray:+.2f} dB vs gray, {const:+.2f} dB vs constant colour on the test split"
+    if gray > 0 and const > 0:
+        return line + ": better than both baselines"
+    return (line + f": NOT better than both baselines. It learnt from {train_photos} training photos, too few to "
+            "colour anything; train on real photos with download.source: folder (a folder of your colour photos) "
+            "or `python -m src.profile experiments/recipe.yaml --exp-run`")
 
 
 def flat_metrics(result: dict) -> dict[str, float]:

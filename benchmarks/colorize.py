@@ -1,0 +1,51 @@
+"""Colorize throughput at full resolution: photos/s for 256x256 and 12 MP (4000x3000) photos.
+
+    python -m benchmarks.colorize                 # the pipeline's models/
+    python -m benchmarks.colorize --models DIR
+
+Times Colorizer.colorize (what `python -m src.colorize` runs per photo, decoding and writing excluded) after one
+warm-up call per size, on a real photo (scikit-image's astronaut) resized to each size.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import psutil
+
+from benchmarks.common import save
+from src.paths import MODEL_DIR
+
+SIZES = {"256x256": (256, 256, 16), "12MP 4000x3000": (3000, 4000, 3)}  # (h, w, photos timed)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=Path, default=MODEL_DIR)
+    args = parser.parse_args(argv)
+    from skimage import data
+
+    from src.predict import load
+
+    colorizer = load(args.models)
+    photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
+    results = {"model": str(args.models), "image_size": colorizer.image_size}
+    for name, (h, w, n) in SIZES.items():
+        gray = cv2.resize(photo, (w, h), interpolation=cv2.INTER_CUBIC)
+        colorizer.colorize([gray])  # warm-up: graph tracing
+        start = time.perf_counter()
+        for _ in range(n):
+            out = colorizer.colorize([gray])[0]
+        seconds = (time.perf_counter() - start) / n
+        assert out.shape == (h, w, 3)
+        results[name] = {"photos_per_s": round(1 / seconds, 2), "s_per_photo": round(seconds, 3)}
+        print(f"{name}: {1 / seconds:.2f} photos/s ({seconds * 1000:.0f} ms each)")
+    results["peak_rss_mib"] = round(psutil.Process().memory_info().rss / 2**20)
+    print(f"wrote {save('colorize', results)}")
+
+
+if __name__ == "__main__":
+    main()

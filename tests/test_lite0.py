@@ -1,0 +1,143 @@
+"""The pretrained Lite0 encoder: the offline weights reader, the ImageNet classifier, freezing and fine-tuning."""
+from __future__ import annotations
+
+import pickle
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from src import fit, lite0
+from src.params import ModelParams, TrainParams
+from src.torch_file import MAGIC, UnsafePickle, read_state_dict
+from tests.conftest import shared_folder
+
+# (tensor, index, value) read once from the wheel's file with torch's own layout in mind; 50 tensors there are
+# stored transposed (non-contiguous strides), including the first five here: a reader ignoring strides misses them.
+RECORDED = [
+    ("_conv_stem.weight", (21, 1, 2, 1), -3.713657855987549),
+    ("_conv_stem.weight", (0, 0, 0, 0), -1.1103360652923584),
+    ("_blocks.0._depthwise_conv.weight", (2, 0, 2, 1), 3.667546510696411),
+    ("_blocks.1._expand_conv.weight", (50, 5, 0, 0), -1.7785978317260742),
+    ("_blocks.15._project_conv.weight", (120, 1123, 0, 0), 0.5310988426208496),
+    ("_fc.weight", (859, 289), 0.48472315073013306),
+    ("_bn1.running_var", (916,), 14.220831871032715),
+]
+
+
+def test_the_wheels_tensors_read_with_their_recorded_values():
+    state = lite0.state_dict()
+    assert len(state) == 296
+    assert state["_conv_stem.weight"].shape == (32, 3, 3, 3) and state["_fc.weight"].shape == (1000, 1280)
+    for name, index, value in RECORDED:
+        assert float(state[name][index]) == pytest.approx(value, rel=1e-7), name
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+        return os.system, ("echo pwned",)
+
+
+def _legacy_file(path: Path, state) -> Path:
+    with open(path, "wb") as f:
+        for obj in (MAGIC, 1001, {"little_endian": True}, state, []):
+            pickle.dump(obj, f, protocol=2)
+    return path
+
+
+@pytest.mark.parametrize("payload", [_Evil(), {"w": __import__("collections").Counter()}], ids=["os.system", "Counter"])
+def test_the_reader_refuses_any_other_class(tmp_path, payload):
+    with pytest.raises(UnsafePickle, match="refusing to load"):
+        read_state_dict(_legacy_file(tmp_path / "evil.pth", payload))
+
+
+def test_the_reader_refuses_a_file_that_is_not_a_legacy_checkpoint(tmp_path):
+    bad = tmp_path / "zip.pth"
+    with open(bad, "wb") as f:
+        pickle.dump(12345, f, protocol=2)
+    with pytest.raises(ValueError, match="not a legacy PyTorch file"):
+        read_state_dict(bad)
+
+
+def test_a_tampered_weights_file_is_refused_before_reading(tmp_path, monkeypatch):
+    copy = tmp_path / lite0.WEIGHTS_FILE
+    copy.parent.mkdir(parents=True)
+    data = bytearray(lite0.weights_path().read_bytes())
+    data[-1] ^= 1
+    copy.write_bytes(bytes(data))
+    monkeypatch.setattr(lite0, "weights_path", lambda: copy)
+    lite0.state_dict.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="SHA-256"):
+            lite0.state_dict()
+    finally:
+        lite0.state_dict.cache_clear()
+
+
+def _centre_224(path: Path, gray: bool) -> np.ndarray:
+    bgr = cv2.imread(str(path))
+    h, w = bgr.shape[:2]
+    if min(h, w) < 224:
+        bgr = cv2.resize(bgr, (max(w, 224), max(h, 224)), interpolation=cv2.INTER_AREA)
+        h, w = bgr.shape[:2]
+    bgr = bgr[(h - 224) // 2 : (h - 224) // 2 + 224, (w - 224) // 2 : (w - 224) // 2 + 224]
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)[..., None] if gray else bgr[..., ::-1]
+
+
+@pytest.mark.slow
+def test_the_pretrained_classifier_recognises_imagenet_photos():
+    """Top-1 on the 1000 photos (one per class; class index = rank of the synset): 87.4% colour, 76.3% luma."""
+    files = sorted(shared_folder("imagenet-sample").glob("*.JPEG")) or sorted(shared_folder("imagenet-sample").glob("*.jpg"))
+    synsets = sorted({f.name.split("_")[0] for f in files})
+    labels = np.array([synsets.index(f.name.split("_")[0]) for f in files])
+    colour_model = lite0.pretrained(channels=3, classifier=True)
+    rgb = np.stack([_centre_224(f, gray=False) for f in files])
+    top1 = float(np.mean(colour_model.predict(rgb, batch_size=50, verbose=0).argmax(1) == labels))
+    assert top1 >= 0.85
+    # the 1-channel stem (summed kernel) on luma is what the colorizer's encoder sees
+    gray = np.stack([_centre_224(f, gray=True) for f in files[::5]])
+    gray_top1 = float(np.mean(lite0.pretrained(1, True).predict(gray, batch_size=50, verbose=0).argmax(1) == labels[::5]))
+    assert gray_top1 >= 0.65
+
+
+def test_a_one_channel_stem_sees_gray_as_the_rgb_stem_sees_copied_luma():
+    gray = np.random.default_rng(3).integers(0, 256, (2, 64, 64, 1), dtype=np.uint8)
+    one = lite0.pretrained(1).predict(gray, verbose=0)
+    three = lite0.pretrained(3).predict(np.repeat(gray, 3, axis=-1), verbose=0)
+    for a, b in zip(one, three):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+LITE = TrainParams(model=ModelParams(decoder_widths=(16, 16, 8, 8, 8), target="bins"), loss="ce", epochs=2,
+                   batch_size=16, patience=5)
+
+
+def _encoder_weights(model) -> list[np.ndarray]:
+    return [np.array(w) for w in model.get_layer(lite0.NAME).get_weights()]
+
+
+def test_a_frozen_encoder_keeps_its_imagenet_weights_while_the_decoder_learns(tiny_shards, tmp_path):
+    imagenet = _encoder_weights(fit.compile_model(LITE, 32, 1))
+    fit.configure(LITE)
+    result = fit.fit(LITE, tiny_shards, tmp_path, verbose=0)
+    after = _encoder_weights(result.model)
+    assert all(np.array_equal(a, b) for a, b in zip(imagenet, after))
+    assert result.history["rmse"].iloc[-1] < result.history["rmse"].iloc[0]
+
+
+def test_fine_tuning_waits_for_the_decoder_then_moves_the_encoder_but_not_its_statistics(tiny_shards, tmp_path):
+    imagenet = fit.compile_model(LITE, 32, 1).get_layer(lite0.NAME)
+    waiting = replace(LITE, encoder_trainable=True, encoder_frozen_epochs=2)
+    fit.configure(waiting)
+    model = fit.fit(waiting, tiny_shards, tmp_path / "wait", verbose=0).model
+    assert all(np.array_equal(a, b) for a, b in zip(imagenet.get_weights(), _encoder_weights(model)))
+    tuned = replace(waiting, encoder_frozen_epochs=1)
+    fit.configure(tuned)
+    encoder = fit.fit(tuned, tiny_shards, tmp_path / "tune", verbose=0).model.get_layer(lite0.NAME)
+    assert not np.array_equal(encoder.get_layer("stem").get_weights()[0], imagenet.get_layer("stem").get_weights()[0])
+    for name in ("stem_bn", "head_bn"):  # moving mean and variance: BatchNorm stays in inference mode
+        for a, b in zip(encoder.get_layer(name).get_weights()[2:], imagenet.get_layer(name).get_weights()[2:]):
+            np.testing.assert_array_equal(a, b)
