@@ -17,7 +17,7 @@ import pandas as pd
 
 from src import colour, lite0
 from src.losses import TargetLoss, TargetRMSE
-from src.model import build_model
+from src.model import build_model, output_stride
 from src.params import TrainParams
 from src.pipeline import InputSpec, dataset
 from src.shards import ShardSet
@@ -200,8 +200,8 @@ def compile_model(p: TrainParams, image_size: int, total_steps: int) -> keras.Mo
     encoder_variables = set_encoder_trainable(model, p.encoder_trainable)
     model.compile(
         optimizer=make_optimizer(p, total_steps, encoder_variables),
-        loss=TargetLoss(p.model.target, p.loss, p.saturation_weight),
-        metrics=[TargetRMSE(p.model.target)],
+        loss=TargetLoss(p.model.target, p.loss, p.saturation_weight, output_stride(p.model)),
+        metrics=[TargetRMSE(p.model.target, stride=output_stride(p.model))],
         jit_compile=p.jit_compile,
     )
     return model

@@ -12,10 +12,18 @@ from src import colour
 HUBER_DELTA = 0.1  # target units (chroma spans [-1, 1]): quadratic near zero, linear for large colour errors
 
 
-def encode_truth(hsv, target: str):
-    """uint8 (..., 3) OpenCV H, S, V -> float32 (..., 2) encoded target."""
+def encode_truth(hsv, target: str, stride: int = 1):
+    """uint8 (n, h, w, 3) OpenCV H, S, V -> float32 (n, h/stride, w/stride, 2) encoded target.
+
+    stride > 1: a model predicting at reduced resolution is scored against the mean target over each cell.
+    """
     hsv = ops.cast(hsv, "float32")
-    return colour.encode_target(hsv[..., 0], hsv[..., 1], target, xp=ops, value=hsv[..., 2])
+    encoded = colour.encode_target(hsv[..., 0], hsv[..., 1], target, xp=ops, value=hsv[..., 2])
+    return _pool(encoded, stride)
+
+
+def _pool(x, stride: int):
+    return x if stride == 1 else ops.average_pool(x, stride, strides=stride, padding="valid")
 
 
 def as_chroma(y_pred, target: str):
@@ -34,8 +42,10 @@ class TargetLoss(keras.losses.Loss):
     rare colours for the same reason).
     """
 
-    def __init__(self, target: str = "chroma", kind: str = "mse", saturation_weight: float = 0.0, **kwargs):
+    def __init__(self, target: str = "chroma", kind: str = "mse", saturation_weight: float = 0.0, stride: int = 1,
+                 **kwargs):
         super().__init__(name=kwargs.pop("name", f"{kind}_loss"), **kwargs)
+        self.stride = stride  # the model's output stride (src.model.output_stride)
         if kind not in ("mse", "l1", "huber", "ce"):
             raise ValueError(f"loss must be mse, l1, huber or ce, got {kind!r}")
         if (kind == "ce") != (target == "bins"):
@@ -43,7 +53,7 @@ class TargetLoss(keras.losses.Loss):
         self.target, self.kind, self.saturation_weight = target, kind, saturation_weight
 
     def call(self, y_true, y_pred):
-        truth = encode_truth(y_true, self.target)
+        truth = encode_truth(y_true, self.target, self.stride)
         if self.kind == "ce":
             scores = ops.cast(y_pred, "float32")
             per_pixel = -ops.sum(colour.bin_labels(truth, ops) * ops.log_softmax(scores, axis=-1), axis=-1)
@@ -61,26 +71,26 @@ class TargetLoss(keras.losses.Loss):
     def _weighted(self, per_pixel, truth, y_true):
         if not self.saturation_weight:
             return per_pixel
-        sat = ops.cast(y_true[..., 1], "float32")
+        sat = _pool(ops.cast(y_true[..., 1:2], "float32"), self.stride)[..., 0]
         return per_pixel * (1.0 + self.saturation_weight * colour.colour_strength(truth, sat, self.target, ops))
 
     def get_config(self):
         return {**super().get_config(), "target": self.target, "kind": self.kind,
-                "saturation_weight": self.saturation_weight}
+                "saturation_weight": self.saturation_weight, "stride": self.stride}
 
 
 @keras.saving.register_keras_serializable(package="colorizer")
 class TargetRMSE(keras.metrics.Metric):
     """Root mean squared error over all pixels and both channels, in the target encoding."""
 
-    def __init__(self, target: str = "chroma", name: str = "rmse", **kwargs):
+    def __init__(self, target: str = "chroma", name: str = "rmse", stride: int = 1, **kwargs):
         super().__init__(name=name, **kwargs)
-        self.target = target
+        self.target, self.stride = target, stride
         self.total = self.add_variable(shape=(), initializer="zeros", name="total")
         self.count = self.add_variable(shape=(), initializer="zeros", name="count")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        err = as_chroma(y_pred, self.target) - encode_truth(y_true, self.target)
+        err = as_chroma(y_pred, self.target) - encode_truth(y_true, self.target, self.stride)
         self.total.assign_add(ops.sum(ops.square(err)))
         self.count.assign_add(ops.cast(ops.size(err), "float32"))
 
@@ -92,4 +102,4 @@ class TargetRMSE(keras.metrics.Metric):
         self.count.assign(0.0)
 
     def get_config(self):
-        return {**super().get_config(), "target": self.target}
+        return {**super().get_config(), "target": self.target, "stride": self.stride}

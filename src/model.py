@@ -17,6 +17,11 @@ from src.params import ModelParams
 RESNET50_STAGES = ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out")
 
 
+def output_stride(p: ModelParams) -> int:
+    """Input pixels per output pixel: lite0 with 4 decoder widths stops at its stride-2 tap (half resolution)."""
+    return 2 if p.arch == "unet" and p.encoder == "lite0" and len(p.decoder_widths) == 4 else 1
+
+
 def build_model(p: ModelParams, image_size: int) -> keras.Model:
     if image_size % 32 and (p.arch == "seed" or p.encoder in ("resnet50", "lite0")):
         raise ValueError(f"the {p.encoder if p.arch == 'unet' else 'ResNet50'} encoder needs image_size divisible "
@@ -117,14 +122,15 @@ def unet(gray, x, p: ModelParams) -> keras.Model:
             head = layers.Dropout(p.dropout, name="head_dropout")(head)
         # a 1x1 bottleneck: concatenating all 1280 head channels would put most of the decoder's weights in one conv
         head = layers.Conv2D(p.decoder_widths[0], 1, name="head_reduce")(head)
-        stages = [x, *taps, head]
+        stages = [*([x] if output_stride(p) == 1 else []), *taps, head]
     else:
         raise ValueError(f"model.encoder must be lite0, light or resnet50, got {p.encoder!r}")
     skips, y = stages[:-1], stages[-1]
     if len(p.decoder_widths) != len(skips):
         raise ValueError(
             f"model.decoder_widths needs {len(skips)} entries for the {p.encoder} encoder "
-            f"(one per skip, deep to shallow), got {list(p.decoder_widths)}"
+            f"(one per skip, deep to shallow{'; lite0 also takes 4: output at half resolution' * (p.encoder == 'lite0')})"
+            f", got {list(p.decoder_widths)}"
         )
     for level, (width, skip) in enumerate(zip(p.decoder_widths, reversed(skips))):
         y = layers.UpSampling2D(interpolation="bilinear", name=f"dec{level}_up")(y)

@@ -62,8 +62,8 @@ class Colorizer:
         if scores is None:
             scores = self.scores(colour.gray_input(records, self.spec.gray), batch_size)
         encoded = self.decode(scores)
-        return np.stack([colour.render_prediction(r[..., colour.Y], e, self.spec.target)
-                         for r, e in zip(records, encoded)])
+        return np.stack([colour.render_prediction(r[..., colour.Y], upsample_chroma(e, r[..., colour.Y]),
+                                                  self.spec.target) for r, e in zip(records, encoded)])
 
 
 def upsample_chroma(encoded: np.ndarray, luma: np.ndarray, sigma: float = 0.05) -> np.ndarray:

@@ -100,3 +100,21 @@ def test_resnet50_imagenet_weights_fail_with_a_clear_message_without_the_interne
                         lambda *a, **k: (_ for _ in ()).throw(OSError("network unreachable")))
     with pytest.raises(RuntimeError, match="encoder: lite0"):
         build_model(ModelParams(encoder="resnet50", encoder_weights="imagenet", decoder_widths=(8,) * 5), 64)
+
+
+def test_lite0_with_four_decoder_widths_predicts_at_half_resolution_and_is_scored_there():
+    from src.model import output_stride
+
+    p = ModelParams(encoder="lite0", encoder_weights="none", decoder_widths=(32, 16, 16, 8), target="bins")
+    assert output_stride(p) == 2
+    model = build_model(p, 64)
+    assert model.predict(np.zeros((1, 64, 64, 1), np.uint8), verbose=0).shape == (1, 32, 32, len(colour.chroma_bins()))
+    hsv = np.zeros((1, 4, 4, 3), np.uint8)
+    hsv[:, :, :2] = (0, 255, 255)  # left half red, right half gray
+    hsv[:, :, 2:] = (0, 0, 128)
+    exact = colour.bin_labels(colour.record_target(hsv[:, ::2, ::2], "bins"))  # one label per 2x2 cell
+    metric = TargetRMSE("bins", stride=2)
+    metric.update_state(hsv, np.log(exact + 1e-9))
+    assert float(metric.result()) < 0.1  # the soft labels' mean is near the colour; a wrong cell costs ~0.7
+    assert float(TargetLoss("bins", "ce", stride=2)(hsv, np.log(exact + 1e-9))) < float(
+        TargetLoss("bins", "ce", stride=2)(hsv, np.log(exact[:, :, ::-1] + 1e-9)))
