@@ -30,6 +30,7 @@ from src.shards import ShardSet
 
 log = logging.getLogger(__name__)
 METHODS = ("model", "gray", "constant")
+FEW_PHOTOS = 100  # below this many training photos a losing model is explained by the data, not the recipe
 
 
 def train_mean_colour(shards: ShardSet) -> tuple[float, float]:
@@ -145,9 +146,12 @@ def verdict(s: dict, train_photos: int) -> str:
     line = f"verdict: model PSNR {gray:+.2f} dB vs gray, {const:+.2f} dB vs constant colour on the test split"
     if gray > 0 and const > 0:
         return line + ": better than both baselines"
-    return (line + f": NOT better than both baselines. It learnt from {train_photos} training photos, too few to "
-            "colour anything; train on real photos with download.source: folder (a folder of your colour photos) "
-            "or `python -m src.profile experiments/recipe.yaml --exp-run`")
+    line += ": NOT better than both baselines"
+    if train_photos >= FEW_PHOTOS:
+        return line
+    return (line + f". It learnt from {train_photos} training photos, too few to colour anything; train on real "
+            "photos with download.source: folder (a folder of your colour photos) or "
+            "`python -m src.profile experiments/recipe.yaml --exp-run`")
 
 
 def flat_metrics(result: dict) -> dict[str, float]:
