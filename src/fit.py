@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from src import colour, lite0
-from src.losses import TargetLoss, TargetRMSE
+from src.losses import TargetLoss, TargetRMSE, class_weights
 from src.model import build_model, output_stride
 from src.params import TrainParams
 from src.pipeline import InputSpec, dataset
@@ -195,12 +195,16 @@ def start_at_prior(model: keras.Model, prior: np.ndarray) -> None:
     head.set_weights([kernel, np.log(prior + 1e-6).astype(np.float32)])
 
 
-def compile_model(p: TrainParams, image_size: int, total_steps: int) -> keras.Model:
+def compile_model(p: TrainParams, image_size: int, total_steps: int, prior: np.ndarray | None = None) -> keras.Model:
+    """The model, compiled; `prior` (bins: class_prior) starts the head there and feeds train.rebalance."""
     model = build_model(p.model, image_size)
+    if prior is not None:
+        start_at_prior(model, prior)
     encoder_variables = set_encoder_trainable(model, p.encoder_trainable)
+    weights = class_weights(prior, p.rebalance) if p.rebalance and prior is not None else None
     model.compile(
         optimizer=make_optimizer(p, total_steps, encoder_variables),
-        loss=TargetLoss(p.model.target, p.loss, p.saturation_weight, output_stride(p.model)),
+        loss=TargetLoss(p.model.target, p.loss, p.saturation_weight, output_stride(p.model), weights),
         metrics=[TargetRMSE(p.model.target, stride=output_stride(p.model))],
         jit_compile=p.jit_compile,
     )
@@ -229,9 +233,7 @@ def fit(p: TrainParams, shards: ShardSet, workdir: Path, callbacks: list | tuple
         log.info("resuming: %d epochs already done in %s", len(previous), workdir)
     throughput = Throughput(steps * p.batch_size)
     with distribution_scope():
-        model = compile_model(p, size, steps * p.epochs)
-        if p.model.target == "bins":
-            start_at_prior(model, class_prior(shards))
+        model = compile_model(p, size, steps * p.epochs, class_prior(shards) if p.model.target == "bins" else None)
     all_callbacks = [
         keras.callbacks.BackupAndRestore(str(workdir / "backup")),
         NaNGuard(),
@@ -243,10 +245,10 @@ def fit(p: TrainParams, shards: ShardSet, workdir: Path, callbacks: list | tuple
             initial_value_threshold=float(previous[MONITOR].min()) if previous is not None else None,
         ),
         keras.callbacks.EarlyStopping(monitor=MONITOR, mode="min", patience=p.patience),
+        *callbacks,  # tracking before the epoch log: an epoch in history.csv is also in MLflow, even after a kill
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         *([TimeBudget(p.time_budget_s)] if p.time_budget_s else []),
         *([EncoderSchedule(p.encoder_frozen_epochs, p.encoder_lr)] if p.encoder_trainable else []),
-        *callbacks,
     ]
     start = time.perf_counter()
     model.fit(train.repeat(), epochs=p.epochs, steps_per_epoch=steps, validation_data=val,

@@ -43,9 +43,10 @@ class TargetLoss(keras.losses.Loss):
     """
 
     def __init__(self, target: str = "chroma", kind: str = "mse", saturation_weight: float = 0.0, stride: int = 1,
-                 **kwargs):
+                 class_weights: tuple[float, ...] | None = None, **kwargs):
         super().__init__(name=kwargs.pop("name", f"{kind}_loss"), **kwargs)
         self.stride = stride  # the model's output stride (src.model.output_stride)
+        self.class_weights = tuple(float(w) for w in class_weights) if class_weights is not None else None
         if kind not in ("mse", "l1", "huber", "ce"):
             raise ValueError(f"loss must be mse, l1, huber or ce, got {kind!r}")
         if (kind == "ce") != (target == "bins"):
@@ -56,7 +57,10 @@ class TargetLoss(keras.losses.Loss):
         truth = encode_truth(y_true, self.target, self.stride)
         if self.kind == "ce":
             scores = ops.cast(y_pred, "float32")
-            per_pixel = -ops.sum(colour.bin_labels(truth, ops) * ops.log_softmax(scores, axis=-1), axis=-1)
+            labels = colour.bin_labels(truth, ops)
+            per_pixel = -ops.sum(labels * ops.log_softmax(scores, axis=-1), axis=-1)
+            if self.class_weights is not None:  # rare (colourful) classes count more: see class_weights()
+                per_pixel = per_pixel * ops.sum(labels * ops.convert_to_tensor(self.class_weights), axis=-1)
             return self._weighted(per_pixel, truth, y_true)
         err = ops.cast(y_pred, "float32") - truth
         if self.kind == "mse":
@@ -76,7 +80,18 @@ class TargetLoss(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "target": self.target, "kind": self.kind,
-                "saturation_weight": self.saturation_weight, "stride": self.stride}
+                "saturation_weight": self.saturation_weight, "stride": self.stride,
+                "class_weights": list(self.class_weights) if self.class_weights is not None else None}
+
+
+def class_weights(prior, mix: float):
+    """Zhang et al. (2016) class rebalancing: w proportional to 1 / ((1 - mix) * prior + mix / k), scaled so that
+    the prior's expected weight is 1. mix 1 weighs every class equally; towards 0, by inverse frequency (they use
+    0.5). train.rebalance 0 turns it off."""
+    import numpy as np
+
+    w = 1.0 / ((1.0 - mix) * np.asarray(prior, np.float64) + mix / len(prior))
+    return w / float(np.sum(prior * w))
 
 
 @keras.saving.register_keras_serializable(package="colorizer")

@@ -73,6 +73,7 @@ class TrainParams:
     ema: float = 0.0  # >0: validate and keep an exponential moving average of the weights with this momentum
     loss: Literal["mse", "l1", "huber", "ce"] = "mse"  # ce: bins target only; reported metric is RMSE regardless
     saturation_weight: float = 0.0  # extra loss weight on saturated pixels (0 = plain loss)
+    rebalance: float = 0.0  # bins: class rebalancing mix, 0 < mix <= 1 (Zhang et al. 2016: 0.5; 0 = off)
     flip: bool = True  # random horizontal flips
     crop: int = 0  # random crops of this size in training, px; 0 = none
     patience: int = 5  # early-stopping patience on val RMSE, epochs

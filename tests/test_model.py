@@ -118,3 +118,19 @@ def test_lite0_with_four_decoder_widths_predicts_at_half_resolution_and_is_score
     assert float(metric.result()) < 0.1  # the soft labels' mean is near the colour; a wrong cell costs ~0.7
     assert float(TargetLoss("bins", "ce", stride=2)(hsv, np.log(exact + 1e-9))) < float(
         TargetLoss("bins", "ce", stride=2)(hsv, np.log(exact[:, :, ::-1] + 1e-9)))
+
+
+def test_class_rebalancing_weighs_rare_colours_up():
+    from src.losses import class_weights
+
+    prior = np.array([0.7, 0.2, 0.1])
+    np.testing.assert_allclose(class_weights(prior, 1.0), 1.0)
+    w = class_weights(prior, 0.5)
+    assert w[2] > w[1] > 1.0 > w[0] and float(prior @ w) == pytest.approx(1.0)
+    hsv = np.array([[[[0, 255, 255], [0, 0, 128]]]], np.uint8)  # a red pixel, a gray pixel
+    k = len(colour.chroma_bins())
+    flat = np.zeros((1, 1, 2, k), np.float32)  # uniform scores: both pixels cost log(k) unweighted
+    weights = np.ones(k)
+    weights[colour.bin_labels(colour.record_target(hsv, "bins"))[0, 0, 0].argmax()] = 3.0  # red's class is rare
+    plain = float(TargetLoss("bins", "ce")(hsv, flat))
+    assert float(TargetLoss("bins", "ce", class_weights=weights)(hsv, flat)) > 1.3 * plain
