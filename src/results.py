@@ -23,6 +23,8 @@ COLUMNS = {
     "params.model.encoder": "encoder",
     "params.encoder_trainable": "fine-tuned",
     "params.model.decoder_widths": "decoder",
+    "params.model.dropout": "dropout",
+    "params.rebalance": "rebalance",
     "params.model.temperature": "T",
     "params.model.colour_boost": "boost",
     "params.data.image_size": "px",
