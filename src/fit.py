@@ -143,7 +143,7 @@ class EncoderSchedule(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         opt = self.model.optimizer
-        if not opt.built:
+        if not opt.built:  # Keras builds it lazily at the first step, after this first call
             opt.build(self.model.trainable_variables)
         opt.encoder_scale.assign(0.0 if epoch < self.frozen_epochs else self.scale)
 
@@ -172,12 +172,12 @@ def make_optimizer(p: TrainParams, total_steps: int, encoder_variables=()) -> ke
     optimizers = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}
     if p.optimizer not in optimizers:
         raise ValueError(f"train.optimizer must be one of {sorted(optimizers)}, got {p.optimizer!r}")
-    ema = {"use_ema": True, "ema_momentum": p.ema} if p.ema else {}
+    options = {"use_ema": True, "ema_momentum": p.ema} if p.ema else {}
     base = optimizers[p.optimizer]
     if p.encoder_trainable:
-        ema["encoder_variables"] = encoder_variables
+        options["encoder_variables"] = encoder_variables
         base = type(f"{base.__name__}EncoderLR", (EncoderLR, base), {})
-    return base(learning_rate=lr, **ema)
+    return base(learning_rate=lr, **options)
 
 
 def class_prior(shards: ShardSet, limit: int = 512, stride: int = 4) -> np.ndarray:
