@@ -202,7 +202,8 @@ def report(study: optuna.Study, out: Path, space: dict) -> None:
          "params": {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}}, sort_keys=False))
     mlflow.log_artifact(str(out / "best_params.yaml"))
     mlflow.log_metric("best_val_rmse", float(best.value))
-    mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
+    # tags, not params: workers sharing the parent run each write the best they see, and a later one may be better
+    mlflow.set_tags({f"best_{k}": v for k, v in best.params.items()})
     if "mlflow_run_id" in best.user_attrs:
         MlflowClient().set_tag(best.user_attrs["mlflow_run_id"], "best_trial", "true")
     from optuna.visualization import matplotlib as plots
