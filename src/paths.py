@@ -1,4 +1,5 @@
-"""Every pipeline path, declared once. dvc.yaml names the same paths; tests/test_dvc_yaml.py checks they agree."""
+"""Every pipeline path, declared once in code. dvc.yaml repeats them for DVC; tests/test_dvc_pipeline.py checks that
+each stage there declares the modules it imports."""
 from __future__ import annotations
 
 from pathlib import Path
