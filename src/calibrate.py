@@ -42,8 +42,9 @@ def sweep(model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD_DIR, temperature
     records = shards.load(split)
     truth = colour.record_to_bgr(records)
     mean_hs = train_mean_colour(shards)
-    gray_psnr = np.array([metrics.psnr(baselines(t, mean_hs)["gray"], t) for t in truth])
-    constant_hue = np.mean([metrics.hue_error(baselines(t, mean_hs)["constant"], t) for t in truth])
+    baseline = [baselines(t, mean_hs) for t in truth]
+    gray_psnr = np.array([metrics.psnr(b["gray"], t) for b, t in zip(baseline, truth)])
+    constant_hue = np.mean([metrics.hue_error(b["constant"], t) for b, t in zip(baseline, truth)])
     truth_colour = np.mean([metrics.colourfulness(t) for t in truth])
     scores = base.scores(colour.gray_input(records, base.spec.gray))  # once: the settings only change decoding
     rows = []
