@@ -108,7 +108,8 @@ def unet(gray, x, p: ModelParams) -> keras.Model:
     """U-Net: encoder, then per decoder width: 2x bilinear upsample, concatenate the skip, two convs.
 
     With a pretrained encoder the gray input is the full-resolution skip, so the last level can follow the photo's
-    own edges instead of smearing chroma predicted at half resolution across them.
+    own edges; lite0 with one decoder width fewer stops at half resolution (output_stride) and leaves the edges to
+    the luma-guided upsampling in src/predict.py.
     """
     if p.encoder == "light":
         stages = _light_encoder(x, p.encoder_widths)
@@ -127,11 +128,9 @@ def unet(gray, x, p: ModelParams) -> keras.Model:
         raise ValueError(f"model.encoder must be lite0, light or resnet50, got {p.encoder!r}")
     skips, y = stages[:-1], stages[-1]
     if len(p.decoder_widths) != len(skips):
-        raise ValueError(
-            f"model.decoder_widths needs {len(skips)} entries for the {p.encoder} encoder "
-            f"(one per skip, deep to shallow{'; lite0 also takes 4: output at half resolution' * (p.encoder == 'lite0')})"
-            f", got {list(p.decoder_widths)}"
-        )
+        half = "; 4 give a half-resolution output" if p.encoder == "lite0" else ""
+        raise ValueError(f"model.decoder_widths needs {len(skips)} entries for the {p.encoder} encoder "
+                         f"(one per skip, deep to shallow{half}), got {list(p.decoder_widths)}")
     for level, (width, skip) in enumerate(zip(p.decoder_widths, reversed(skips))):
         y = layers.UpSampling2D(interpolation="bilinear", name=f"dec{level}_up")(y)
         y = layers.Concatenate(name=f"dec{level}_skip")([y, skip])

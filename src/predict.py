@@ -49,9 +49,12 @@ class Colorizer:
         encoded = self.predict(small, batch_size)
         out = []
         for im, enc in zip(images, encoded):
-            y = im if im.ndim == 2 else colour.luma(im)
-            out.append(colour.render_prediction(y, upsample_chroma(enc, y), self.spec.target))
+            out.append(self.render(im if im.ndim == 2 else colour.luma(im), enc))
         return out
+
+    def render(self, luma: np.ndarray, encoded: np.ndarray) -> np.ndarray:
+        """Encoded chroma at model resolution + the photo's luma (h, w) -> uint8 BGR (h, w, 3) at the photo's size."""
+        return colour.render_prediction(luma, upsample_chroma(encoded, luma), self.spec.target)
 
     def colorize_records(self, records: np.ndarray, batch_size: int = 16,
                          scores: np.ndarray | None = None) -> np.ndarray:
@@ -62,8 +65,7 @@ class Colorizer:
         if scores is None:
             scores = self.scores(colour.gray_input(records, self.spec.gray), batch_size)
         encoded = self.decode(scores)
-        return np.stack([colour.render_prediction(r[..., colour.Y], upsample_chroma(e, r[..., colour.Y]),
-                                                  self.spec.target) for r, e in zip(records, encoded)])
+        return np.stack([self.render(r[..., colour.Y], e) for r, e in zip(records, encoded)])
 
 
 def upsample_chroma(encoded: np.ndarray, luma: np.ndarray, sigma: float = 0.05) -> np.ndarray:
