@@ -124,7 +124,6 @@ def main() -> None:
     args = parser.parse_args()
     if not args.photos.is_dir():
         sys.exit(f"{args.photos} not found: pass --photos with a folder of photos")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     work = Path(tempfile.mkdtemp(prefix="bench-data-"))
     results: dict = {"photos": str(args.photos), "cores": os.cpu_count()}
     try:

@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import keras
+import src  # noqa: F401  first: the numeric settings (src/determinism.py) precede keras
+import keras  # noqa: E402
 
 from benchmarks.common import run_measured, save
 
@@ -109,7 +110,6 @@ def main() -> None:
         return
     if not args.photos.is_dir():
         sys.exit(f"{args.photos} not found: pass --photos")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     results: dict = {}
     try:

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from src import colour, lite0
+from src import colour, determinism, lite0
 from src.losses import TargetLoss, TargetRMSE, class_weights
 from src.model import build_model, output_stride
 from src.params import TrainParams
@@ -91,13 +91,8 @@ class TimeBudget(keras.callbacks.Callback):
 
 
 def configure(p: TrainParams) -> None:
-    """Seeds, determinism and precision; call before building models."""
-    keras.utils.set_random_seed(p.seed)
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        if not tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.enable_op_determinism()  # CPU: same params and data -> same numbers
+    """Seeds, determinism (src/determinism.py) and precision; call before building models."""
+    determinism.configure(p.seed)
     keras.config.set_dtype_policy("mixed_float16" if p.mixed_precision else "float32")
 
 

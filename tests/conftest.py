@@ -1,17 +1,17 @@
 """Shared fixtures: real photos written to temporary folders, and the optional ../shared/data photos."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+import src  # noqa: F401  first: the numeric settings of every entry point (src/determinism.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def shared_folder(name: str) -> Path:
