@@ -12,8 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
+from src.files import sha256_file
+
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
+
+
+class CorruptShard(ValueError):
+    pass
 
 
 def split_of(photo: str, salt: str, val_ratio: float, test_ratio: float) -> str:
@@ -48,12 +54,27 @@ class ShardSet:
     manifest: dict
 
     @classmethod
-    def open(cls, root: Path | str) -> "ShardSet":
+    def open(cls, root: Path | str, verify: bool = True) -> "ShardSet":
+        """The shard set at `root`; every shard's SHA-256 is checked against the manifest unless `verify` is off."""
         root = Path(root)
         path = root / MANIFEST
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: run the shard stage first (dvc repro shard)")
-        return cls(root, json.loads(path.read_text()))
+        shards = cls(root, json.loads(path.read_text()))
+        if verify:
+            shards.verify()
+        return shards
+
+    def verify(self) -> None:
+        """Raise CorruptShard naming the first shard whose bytes are not the ones the manifest recorded."""
+        for split in self.manifest["splits"]:
+            for entry in self.manifest["splits"][split]["shards"]:
+                path = self.root / entry["file"]
+                if not path.exists():
+                    raise CorruptShard(f"{path}: missing; restore it with `dvc checkout` or `dvc repro shard`")
+                if sha256_file(path) != entry["sha256"]:
+                    raise CorruptShard(f"{path}: SHA-256 differs from {MANIFEST} (corrupted or edited); "
+                                       "restore it with `dvc checkout` or `dvc repro -f shard`")
 
     @property
     def record_shape(self) -> tuple[int, int, int]:

@@ -8,10 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src.files import sha256_file
 from src.params import ShardParams
 from src.pipeline import InputSpec, arrays, dataset
-from src.shards import ShardSet, split_of
+from src.shards import CorruptShard, ShardSet, split_of
 from tests.conftest import build_shards, photo
 
 
@@ -46,17 +45,29 @@ def test_adding_photos_never_moves_old_ones(many_photos, tmp_path):
     assert set(after.values()) == {"train", "val", "test"}
 
 
-def test_shards_are_fixed_size_checksummed_and_complete(many_photos, tmp_path):
+def test_shards_are_fixed_size_and_complete(many_photos, tmp_path):
     shards = build(many_photos, tmp_path, ShardParams(val_ratio=0.2, test_ratio=0.2, shard_records=7))
     total = 0
     for split, meta in shards.manifest["splits"].items():
         counts = [s["records"] for s in meta["shards"]]
         assert all(c == 7 for c in counts[:-1]) and 0 < counts[-1] <= 7
         for s in meta["shards"]:
-            assert sha256_file(shards.root / s["file"]) == s["sha256"]
             assert np.load(shards.root / s["file"], mmap_mode="r").shape == (s["records"], 32, 32, 4)
         total += meta["records"]
     assert total == 30 * 2 * 3  # 80x120 photos cut into 40 px tiles: 2 x 3 each
+
+
+def test_a_flipped_byte_in_a_shard_is_reported_with_its_name_when_opened(many_photos, tmp_path):
+    shards = build(many_photos, tmp_path, ShardParams(val_ratio=0.2, test_ratio=0.2, shard_records=7))
+    victim = shards.files("val")[1]
+    data = bytearray(victim.read_bytes())
+    data[-5] ^= 0x01  # one bit of one pixel: still a valid .npy file
+    victim.write_bytes(bytes(data))
+    with pytest.raises(CorruptShard, match=rf"{victim.name}: SHA-256 differs"):
+        ShardSet.open(shards.root)
+    victim.unlink()
+    with pytest.raises(CorruptShard, match=rf"{victim.name}: missing"):
+        ShardSet.open(shards.root)
 
 
 def test_tf_data_and_numpy_read_the_same_records(many_photos, tmp_path):
