@@ -12,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from src.colour import mean_chroma
 
 Image.MAX_IMAGE_PIXELS = None  # the pixel limit is ours (max_pixels), checked from the header
+MAX_FILE_BYTES = 256 * 2**20  # larger files are skipped unread (hsv_split.max_file_bytes)
 
 
 class Skip(Exception):
@@ -40,12 +41,46 @@ def _declared_size(data: bytes) -> tuple[int, int, str]:
 
 def _looks_truncated(data: bytes, fmt: str) -> bool:
     """JPEG and PNG carry end markers; OpenCV silently decodes a cut file with gray or garbage rows."""
-    tail = data[-4096:]
     if fmt == "JPEG":
-        return b"\xff\xd9" not in tail  # EOI; scan data stuffs 0xFF as FF00, so FFD9 cannot occur inside it
+        return jpeg_end(data) is None
     if fmt == "PNG":
-        return b"IEND" not in tail
+        return b"IEND" not in data[-4096:]
     return False
+
+
+_STANDALONE = {0xD8, 0x01, *range(0xD0, 0xD8)}  # SOI, TEM, RSTn: markers without a length
+
+
+def jpeg_end(data: bytes) -> int | None:
+    """Offset just past the JPEG's EOI marker, or None when the file stops before it.
+
+    Walks the marker segments, so an EXIF thumbnail's own EOI is skipped with its APP1 segment, and anything
+    after EOI (a phone's "motion photo" video, padding) is ignored. Inside entropy-coded data a 0xFF byte is
+    stuffed as FF00 and RSTn markers may occur; any other FFxx ends the scan.
+    """
+    pos, n = 2, len(data)
+    while pos + 2 <= n:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:
+            return pos + 2
+        if marker in _STANDALONE:
+            pos += 2
+            continue
+        if pos + 4 > n:
+            return None
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:  # start of scan: entropy-coded data runs to the next real marker
+            while (pos := data.find(b"\xff", pos)) != -1 and pos + 1 < n and (
+                    data[pos + 1] == 0 or 0xD0 <= data[pos + 1] <= 0xD7):
+                pos += 2
+            if pos == -1 or pos + 1 >= n:
+                return None
+    return None
 
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:
@@ -86,8 +121,26 @@ def decode(data: bytes, max_pixels: int, max_scale: float = 1, min_side: int = 0
     return Photo(_to_uint8(img), width, height, scale)
 
 
-def read(path: Path, max_pixels: int) -> Photo:
-    return decode(Path(path).read_bytes(), max_pixels)
+def read_bytes(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """A file's bytes, or Skip: a file over `max_bytes` is refused from its size alone, before any read."""
+    try:
+        size = Path(path).stat().st_size
+        if size > max_bytes:
+            raise Skip(f"file too large: {size} bytes exceeds {max_bytes}")
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise Skip(f"unreadable: {exc.strerror or exc}") from exc
+
+
+def read(path: Path, max_pixels: int, max_bytes: int = MAX_FILE_BYTES) -> Photo:
+    """Decode one file; anything that goes wrong is a Skip with its reason, so callers skip only that file."""
+    data = read_bytes(path, max_bytes)
+    try:
+        return decode(data, max_pixels)
+    except Skip:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a decoder's surprise is one bad file, not the end of the command
+        raise Skip(f"error: {type(exc).__name__}: {exc}") from exc
 
 
 def check_colour(records: np.ndarray, gray_threshold: float) -> float:

@@ -73,12 +73,18 @@ def storage_for(url: str) -> optuna.storages.BaseStorage:
 
 
 def recover_orphans(study: optuna.Study) -> int:
-    """Journal storage has no heartbeat: fail RUNNING trials whose process on this host is gone, and re-queue them."""
+    """Journal storage has no heartbeat: fail RUNNING trials whose process on this host is gone, and re-queue them.
+
+    Workers started together race for the same orphan; the storage serialises the FAIL writes and refuses all
+    but the first (UpdateFinishedTrialError), so only the worker that failed it re-queues it."""
     orphans = 0
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         pid, host = trial.user_attrs.get("pid"), trial.user_attrs.get("host")
         if host == HOST and pid and not _alive(pid):
-            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)  # noqa: SLF001
+            try:
+                study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)  # noqa: SLF001
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker claimed it a moment ago
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
             orphans += 1
     if orphans:
@@ -94,6 +100,21 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+TRIAL_FAILURES: tuple[type[BaseException], ...] = (FloatingPointError, MemoryError, RuntimeError, ValueError)
+
+
+def backend_failures() -> tuple[type[BaseException], ...]:
+    """Out-of-memory and other op errors of the Keras backend (TensorFlow's OpError is no RuntimeError; JAX's
+    and PyTorch's errors are)."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return (tf.errors.OpError,)
+    return ()
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
@@ -140,6 +161,11 @@ class Objective:
             except optuna.TrialPruned:
                 state = "pruned"
                 raise
+            except Exception as exc:  # the reason stays with the trial (Optuna only logs it)
+                reason = f"{type(exc).__name__}: {exc}"[:500]
+                trial.set_user_attr("fail_reason", reason)
+                mlflow.set_tag("fail_reason", reason)
+                raise
             finally:
                 mlflow.set_tag("state", state)
         return value
@@ -169,7 +195,7 @@ def run_study(n_trials: int, timeout: float | None, storage: str, study_name: st
         study.optimize(
             Objective(train, tune.epochs, shards_dir, space or load_space()),
             timeout=timeout, gc_after_trial=True, show_progress_bar=True,
-            catch=(FloatingPointError, MemoryError, RuntimeError, ValueError),  # recorded as failed; the sweep goes on
+            catch=TRIAL_FAILURES + backend_failures(),  # recorded as failed; the sweep goes on
             callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=finished)],
             # failed trials do not count towards n_trials; at most as many failures as trials still wanted
             n_trials=2 * max(n_trials - len(study.get_trials(deepcopy=False, states=finished)), 0),

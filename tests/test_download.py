@@ -25,6 +25,7 @@ class ArchiveServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self.files: dict[str, bytes] = {}
         self.cut_next = 0
+        self.no_length: set[str] = set()  # names served without Content-Length (the body ends at close)
         self.requests: list[str | None] = []
 
     def url(self, name: str) -> str:
@@ -52,7 +53,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(206 if rng else 200)
         if rng:
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        self.send_header("Content-Length", str(len(body) - start))
+        if self.path.lstrip("/") not in self.server.no_length:
+            self.send_header("Content-Length", str(len(body) - start))
         self.end_headers()
         payload = body[start:]
         if self.server.cut_next:
@@ -141,26 +143,91 @@ def test_archives_with_paths_leaving_the_folder_are_refused(tmp_path, member):
     assert not list(tmp_path.rglob("escape.png"))
 
 
-def test_archives_with_links_are_refused(tmp_path):
+def tar_with(kind: str) -> bytes:
+    """An otherwise harmless tar holding one hostile member of `kind`."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
-        link = tarfile.TarInfo("innocent.png")
-        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
-        tf.addfile(link)
-    (tmp_path / "evil.tar").write_bytes(buf.getvalue())
-    with pytest.raises(fetch.UnsafeArchiveError, match="link"):
-        fetch.extract(tmp_path / "evil.tar", tmp_path / "raw")
+        ok = tarfile.TarInfo("ok.png")
+        data = png(1)
+        ok.size = len(data)
+        tf.addfile(ok, io.BytesIO(data))
+        evil = tarfile.TarInfo("innocent.png")
+        evil.type = {"symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE, "chardev": tarfile.CHRTYPE,
+                     "blockdev": tarfile.BLKTYPE, "fifo": tarfile.FIFOTYPE}[kind]
+        evil.linkname = {"symlink": "/etc/passwd", "hardlink": "../../outside.png"}.get(kind, "")
+        evil.devmajor, evil.devminor = 1, 3  # /dev/null's numbers
+        tf.addfile(evil)
+    return buf.getvalue()
 
 
-def test_zip_archives_extract_and_zip_slip_is_refused(tmp_path):
-    good, evil = tmp_path / "good.zip", tmp_path / "evil.zip"
+def zip_with(kind: str) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("ok.png", png(1))
+        if kind == "slip":
+            zf.writestr("../../outside.png", png(2))
+        else:  # a symbolic link: Unix mode S_IFLNK in the external attributes, the target as the data
+            info = zipfile.ZipInfo("innocent.png")
+            info.external_attr = (0o120777 << 16)
+            zf.writestr(info, "/etc/passwd")
+    return buf.getvalue()
+
+
+def tree(root) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("archive", ["tar-symlink", "tar-hardlink", "tar-chardev", "tar-blockdev", "tar-fifo",
+                                     "zip-symlink", "zip-slip"])
+def test_hostile_archives_are_refused_and_nothing_is_written_anywhere(tmp_path, archive):
+    fmt, kind = archive.split("-")
+    path = tmp_path / "in" / f"evil.{fmt}"
+    path.parent.mkdir()
+    path.write_bytes(tar_with(kind) if fmt == "tar" else zip_with(kind))
+    work = tmp_path / "work" / "deep"
+    work.mkdir(parents=True)
+    before = tree(tmp_path)
+    with pytest.raises(fetch.UnsafeArchiveError):
+        fetch.extract(path, work / "raw")
+    assert tree(tmp_path) == before  # no member, no temporary folder, nothing beside or above the target
+
+
+def test_zip_archives_extract(tmp_path):
+    good = tmp_path / "good.zip"
     with zipfile.ZipFile(good, "w") as zf:
         zf.writestr("photos/a.png", png(1))
-    with zipfile.ZipFile(evil, "w") as zf:
-        zf.writestr("../../evil.png", png(1))
-    assert (fetch.extract(good, tmp_path / "raw") / "photos" / "a.png").exists()
-    with pytest.raises(fetch.UnsafeArchiveError):
-        fetch.extract(evil, tmp_path / "raw2")
+    assert (fetch.extract(good, tmp_path / "raw") / "photos" / "a.png").read_bytes() == png(1)
+
+
+@pytest.mark.parametrize("fmt", ["tar", "zip"])
+def test_archives_over_the_size_or_member_limits_are_refused_before_extracting(tmp_path, fmt):
+    entries = {f"p{i}.png": png(i) for i in range(3)}
+    path = tmp_path / f"many.{fmt}"
+    if fmt == "tar":
+        path.write_bytes(photo_tar(entries))
+    else:
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name, data in entries.items():
+                zf.writestr(name, data)
+    total = sum(map(len, entries.values()))
+    with pytest.raises(fetch.TooLargeError, match="max_extract_bytes"):
+        fetch.extract(path, tmp_path / "a", max_bytes=total - 1)
+    with pytest.raises(fetch.TooLargeError, match="max_members"):
+        fetch.extract(path, tmp_path / "b", max_members=2)
+    assert tree(tmp_path) == {path.name}
+    assert len(list(fetch.extract(path, tmp_path / "c", max_bytes=total, max_members=3).iterdir())) == 3
+
+
+@pytest.mark.parametrize("announced", [True, False])
+def test_a_download_larger_than_the_maximum_stops_and_leaves_no_file(server, tmp_path, announced):
+    body = b"x" * 3_000_000
+    server.files["big.tar"] = body
+    if not announced:
+        server.no_length.add("big.tar")  # no Content-Length: the limit must hold while streaming
+    with pytest.raises(fetch.TooLargeError, match="max_download_bytes"):
+        fetch.download(server.url("big.tar"), tmp_path / "big.tar", sha(body), max_bytes=1_000_000)
+    assert list(tmp_path.iterdir()) == []
+    assert fetch.download(server.url("big.tar"), tmp_path / "big.tar", sha(body)).stat().st_size == len(body)
 
 
 def test_samples_source_ships_real_colour_photos(tmp_path):

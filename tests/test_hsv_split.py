@@ -1,20 +1,26 @@
 """hsv-split on a folder of odd and broken files: each is used or skipped with a reason, nothing crashes."""
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
+import threading
+import time
 import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 from PIL import Image
 
 from src import colour, images
 from src.params import HsvSplitParams
 from src.stages import hsv_split
-from tests.conftest import photo, shared_folder
+from tests.conftest import ROOT, photo, shared_folder
 
 
 def png_declaring(width: int, height: int) -> bytes:
@@ -47,6 +53,8 @@ def odd_folder(tmp_path: Path) -> Path:
     (root / "random.jpg").write_bytes(np.random.default_rng(0).bytes(5000))
     full = (root / "UPPER.JPG").read_bytes()
     (root / "truncated.jpg").write_bytes(full[: len(full) // 2])
+    trailer = np.random.default_rng(1).bytes(64 * 1024).replace(b"\xff\xd9", b"\xff\x00")  # no EOI inside
+    (root / "motion_photo.jpg").write_bytes(full + trailer)  # a phone's video after the JPEG's end marker
     png = (root / "plain.png").read_bytes()
     (root / "truncated.png").write_bytes(png[: len(png) // 2])
     (root / "bomb.png").write_bytes(png_declaring(100_000, 100_000))
@@ -62,7 +70,7 @@ def odd_folder(tmp_path: Path) -> Path:
 
 
 EXPECTED_USED = {"plain.png", "UPPER.JPG", "nested/deeper/ünïcödé name with spaces.jpg", "cmyk.jpg",
-                 "sixteen_bit.png", "rgba.png", "palette.png", "photo.webp", "photo.tiff"}
+                 "sixteen_bit.png", "rgba.png", "palette.png", "photo.webp", "photo.tiff", "motion_photo.jpg"}
 EXPECTED_SKIPS = {
     "empty.jpg": "empty file",
     "notes.txt": "not an image",
@@ -91,12 +99,64 @@ def test_every_odd_file_is_used_or_skipped_with_its_reason(odd_folder, tmp_path)
     index = pd.read_csv(out / "records.csv")
     assert len(index) == len(EXPECTED_USED) == int(table["records"].sum())
     parts = sorted(out.glob("part-*.npy"))
-    assert len(parts) == 3  # 9 records, 4 per part
+    assert len(parts) == 3  # 10 records, 4 per part
     records = np.concatenate([np.load(f) for f in parts])
-    assert records.shape == (9, 32, 32, 4) and records.dtype == np.uint8
+    assert records.shape == (10, 32, 32, 4) and records.dtype == np.uint8
     assert records[..., colour.H].max() < colour.HUE_RANGE
     assert pd.read_csv(report).shape[0] == len(table)
     assert '"skipped": 10' in metrics.read_text()
+
+
+def test_a_2gb_file_of_zeros_is_skipped_without_reading_it(tmp_path):
+    zeros = tmp_path / "photo.jpg"
+    with open(zeros, "wb") as f:
+        f.truncate(2 * 2**30)  # sparse: no disk used
+    code = (  # under a 1 GiB address-space limit, reading the file whole would be a MemoryError
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30)); from pathlib import Path; "
+        "from src.params import HsvSplitParams; from src.stages.hsv_split import process_file; "
+        f"print(process_file(Path({str(zeros)!r}), Path({str(tmp_path)!r}), HsvSplitParams()).row['reason'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=os.environ | {"OPENBLAS_NUM_THREADS": "1"}, cwd=ROOT).stdout
+    assert out.strip() == f"file too large: {2 * 2**30} bytes exceeds {HsvSplitParams().max_file_bytes}"
+
+
+def test_a_worker_killed_mid_file_is_a_recorded_skip_and_the_stage_finishes(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(6):
+        rgb(i).save(raw / f"p{i}.png")
+    yy, xx = np.mgrid[0:9000, 0:9000]
+    big = np.stack([(xx % 256), (yy % 256), ((xx + yy) % 256)], axis=-1).astype(np.uint8)
+    cv2.imwrite(str(raw / "p3_huge.png"), big)  # ~240 MB once decoded: the worker holding it is easy to spot
+    del big, yy, xx
+    done = threading.Event()
+    killed = []
+
+    def oom_killer():  # plays the kernel's OOM killer: any worker past 200 MB resident dies
+        while not done.is_set():
+            for child in psutil.Process().children(recursive=True):
+                try:
+                    if child.memory_info().rss > 200 * 2**20:
+                        child.kill()
+                        killed.append(child.pid)
+                except psutil.NoSuchProcess:
+                    pass
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=oom_killer, daemon=True)
+    watcher.start()
+    try:
+        p = HsvSplitParams(image_size=32, min_size=32, workers=2)
+        table = hsv_split.run(p, raw=raw, out=tmp_path / "hsv", report=tmp_path / "r.csv",
+                              metrics=tmp_path / "m.json").set_index("file")
+    finally:
+        done.set()
+        watcher.join()
+    assert len(killed) >= 2  # in the pool, then again when retried alone
+    assert table.loc["p3_huge.png", "status"] == "skipped"
+    assert table.loc["p3_huge.png", "reason"].startswith("worker died")
+    assert set(table.index[table["status"] == "used"]) == {f"p{i}.png" for i in range(6)}
+    assert len(pd.read_csv(tmp_path / "hsv" / "records.csv")) == 6
 
 
 def test_sixteen_bit_and_cmyk_decode_to_the_right_colours(odd_folder):

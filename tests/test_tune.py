@@ -76,6 +76,45 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tiny_shards, tmp_path
     assert sorted(r.data.tags["state"] for r in runs).count("failed") == 1
 
 
+def test_a_trial_that_runs_out_of_memory_is_recorded_as_failed_and_the_sweep_goes_on(tiny_shards, tmp_path):
+    huge = [2**26, 8, 8]  # a 3x3 conv of 2**26 filters wants a 150 GB kernel: TensorFlow's ResourceExhaustedError
+    space = {"learning_rate": SPACE["learning_rate"], "decoder_widths": {"choices": [huge, [16, 8, 8]]}}
+    storage = tmp_path / "journal.log"
+    study = optuna.create_study(study_name="study", storage=tune.storage_for(str(storage)))
+    for widths in ("67108864,8,8", "16,8,8", "16,8,8"):
+        study.enqueue_trial({"learning_rate": 0.005, "decoder_widths": widths})
+    study = sweep(tiny_shards, tmp_path, 2, storage, space)
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.FAIL] + [optuna.trial.TrialState.COMPLETE] * 2, states
+    assert "ResourceExhaustedError" in study.trials[0].user_attrs["fail_reason"]
+
+
+def test_workers_started_together_after_a_crash_requeue_each_orphan_once(tmp_path):
+    storage = str(tmp_path / "journal.log")
+    study = optuna.create_study(study_name="shared", storage=tune.storage_for(storage))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for _ in range(2):  # two trials a crashed worker left RUNNING
+        trial = study.ask({"learning_rate": optuna.distributions.FloatDistribution(0.001, 0.01)})
+        trial.set_user_attr("pid", dead.pid)
+        trial.set_user_attr("host", tune.HOST)
+    go = tmp_path / "go"
+    code = ("import optuna, pathlib, time; from src import tune; "
+            f"study = optuna.load_study(study_name='shared', storage=tune.storage_for({storage!r})); "
+            f"go = pathlib.Path({str(go)!r})\nwhile not go.exists(): time.sleep(0.001)\n"
+            "print(tune.recover_orphans(study))")
+    workers = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env())
+               for _ in range(4)]
+    time.sleep(3)  # all four have loaded the study and wait at the same line
+    go.touch()
+    requeued = [int(w.communicate(timeout=120)[0].strip().splitlines()[-1]) for w in workers]
+    assert all(w.returncode == 0 for w in workers)
+    assert sum(requeued) == 2
+    trials = optuna.load_study(study_name="shared", storage=tune.storage_for(storage)).trials
+    waiting = [t.user_attrs["retry_of"] for t in trials if t.state == optuna.trial.TrialState.WAITING]
+    assert sorted(waiting) == [0, 1]
+
+
 def test_apply_writes_the_best_params_into_params_yaml_keeping_comments(tmp_path):
     out = tmp_path / "out"
     out.mkdir()

@@ -86,8 +86,8 @@ def run(p: DownloadParams, out: Path = RAW_DIR, cache: Path = DOWNLOAD_CACHE) ->
         if not p.url.startswith(("http://", "https://")):
             raise ValueError(f"download.url must be an http(s) URL, got {p.url!r}")
         # The archive lives outside the DVC output, so a killed transfer resumes on the next run.
-        archive = fetch.download(p.url, cache / fetch.archive_name(p.url), p.sha256)
-        fetch.extract(archive, out)
+        archive = fetch.download(p.url, cache / fetch.archive_name(p.url), p.sha256, max_bytes=p.max_download_bytes)
+        fetch.extract(archive, out, max_bytes=p.max_extract_bytes, max_members=p.max_members)
     else:
         raise ValueError(f"download.source must be samples, folder or url, got {p.source!r}")
     log.info("raw photos in %s: %d files", out, sum(1 for f in out.rglob("*") if f.is_file()))

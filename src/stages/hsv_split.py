@@ -14,7 +14,10 @@ import logging
 import multiprocessing as mp
 import os
 import sys
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -31,8 +34,8 @@ from src.params import HsvSplitParams
 from src.paths import HSV_DIR, HSV_METRICS, HSV_REPORT, RAW_DIR
 
 log = logging.getLogger(__name__)
-WINDOW_PER_WORKER = 256
-THREADED_FRAMEWORKS = {"tensorflow", "torch", "jax"}  # files in flight per worker: keeps finished-but-unwritten results bounded
+WINDOW_PER_WORKER = 4  # files in flight per worker: bounds memory and what a dying worker takes with it
+THREADED_FRAMEWORKS = {"tensorflow", "torch", "jax"}
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,16 @@ class Result:
     records: np.ndarray | None  # uint8 (n, size, size, 4)
 
 
+def _row(path: Path, root: Path) -> dict:
+    return {"file": path.relative_to(root).as_posix(), "status": "skipped", "reason": "", "width": 0, "height": 0,
+            "photo": "", "chroma": np.nan, "records": 0}
+
+
 def process_file(path: Path, root: Path, p: HsvSplitParams) -> Result:
     """One raw file -> its records, or a skip reason. Never raises: anything unexpected is recorded."""
-    row: dict = {"file": path.relative_to(root).as_posix(), "status": "skipped", "reason": "", "width": 0,
-                 "height": 0, "photo": "", "chroma": np.nan, "records": 0}
+    row = _row(path, root)
     try:
-        data = path.read_bytes()
+        data = images.read_bytes(path, p.max_file_bytes)
         row["photo"] = hashlib.sha256(data).hexdigest()[:16]
         # tiles must keep at least image_size px after a reduced JPEG decode
         photo = images.decode(data, p.max_pixels, p.tile / p.image_size if p.tile else np.inf, p.image_size)
@@ -72,14 +79,40 @@ def process_file(path: Path, root: Path, p: HsvSplitParams) -> Result:
 
 
 def _results(files: list[Path], root: Path, p: HsvSplitParams, workers: int) -> Iterator[Result]:
+    """Results in file order. A worker that dies (killed, out of memory, a crashing decoder) breaks the pool: the
+    files it held are then retried one at a time in a fresh process, and the one that kills it again is skipped."""
     work = partial(process_file, root=root, p=p)
     if workers <= 1:
         yield from map(work, files)
         return
-    window = WINDOW_PER_WORKER * workers
-    with _context().Pool(workers, initializer=_init_worker) as pool:
-        for start in range(0, len(files), window):
-            yield from pool.imap(work, files[start : start + window], chunksize=8)
+    pending = deque(files)
+    while pending:
+        inflight: deque[tuple[Path, Future]] = deque()
+        try:
+            with _pool(workers) as pool:
+                while pending or inflight:
+                    while pending and len(inflight) < WINDOW_PER_WORKER * workers:
+                        path = pending.popleft()
+                        inflight.append((path, pool.submit(work, path)))
+                    yield inflight[0][1].result()
+                    inflight.popleft()
+        except BrokenProcessPool:
+            log.warning("a worker died; retrying its %d files one at a time", len(inflight))
+            for path, _ in inflight:
+                yield _alone(work, path, root)
+
+
+def _alone(work, path: Path, root: Path) -> Result:
+    try:
+        with _pool(1) as pool:
+            return pool.submit(work, path).result()
+    except BrokenProcessPool:
+        return Result(_row(path, root) | {"reason": "worker died: killed or out of memory while reading this file"},
+                      None)
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, mp_context=_context(), initializer=_init_worker)
 
 
 def _context() -> mp.context.BaseContext:
