@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from src import colour, images, metrics
+from src import colour, images, metrics, params
 from src.entry import stage_main
 from src.files import atomic_path, write_json
-from src.params import EvaluateParams
+from src.params import EvaluateParams, TrainParams
 from src.paths import EVAL_IMAGES, EVAL_METRICS, EVAL_SAMPLES, MODEL_DIR, SHARD_DIR
 from src.predict import META_FILE, Colorizer, grid, load
 from src.shards import ShardSet
@@ -166,15 +166,19 @@ def flat_metrics(result: dict) -> dict[str, float]:
     return flat
 
 
-def track(p: EvaluateParams, result: dict, model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD_DIR,
-          reports: tuple[Path, ...] = (EVAL_METRICS, EVAL_IMAGES, EVAL_SAMPLES)) -> dict | None:
-    """Log the evaluation into the training run; register the model and move `champion` if it is better."""
+def track(p: EvaluateParams, result: dict, where: TrainParams, model_dir: Path = MODEL_DIR,
+          shards_dir: Path = SHARD_DIR, reports: tuple[Path, ...] = (EVAL_METRICS, EVAL_IMAGES, EVAL_SAMPLES)
+          ) -> dict | None:
+    """Log the evaluation into the training run; register the model and move `champion` if it is better.
+
+    The store is `where`'s (train.tracking_uri or $MLFLOW_TRACKING_URI), never one named in models/: a tampered
+    models/ folder from a shared remote must not redirect the results."""
     import mlflow
 
     from src import registry, serving, tracking
 
     meta = json.loads((model_dir / META_FILE).read_text())
-    tracking.connect(meta["mlflow_tracking_uri"], meta["mlflow_experiment"])
+    tracking.connect(tracking.resolve_uri(where.tracking_uri), where.experiment)
     records = ShardSet.open(shards_dir).load("test")
     gray = records[..., colour.Y]
     truth_rgb = colour.record_to_bgr(records)[..., ::-1]
@@ -190,7 +194,7 @@ def track(p: EvaluateParams, result: dict, model_dir: Path = MODEL_DIR, shards_d
 
 
 def main() -> None:
-    stage_main(__doc__, "evaluate", lambda p: track(p, run(p)))
+    stage_main(__doc__, "evaluate", lambda p: track(p, run(p), params.load("train")))
 
 
 if __name__ == "__main__":
