@@ -22,6 +22,9 @@ class DownloadParams:
     folder: str = ""  # local folder of images, searched recursively (source: folder)
     url: str = ""  # http(s) .tar/.tar.gz/.zip archive (source: url)
     sha256: str = ""  # expected checksum of the archive; required for source: url
+    max_download_bytes: int = 40 * 2**30  # a transfer stops past this (Places365 train_256: 24 GiB)
+    max_extract_bytes: int = 64 * 2**30  # an archive whose members add up to more is refused before extracting
+    max_members: int = 3_000_000  # ... and one with more members (Places365 train_256: 1.8 M)
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class HsvSplitParams:
     fit: Literal["crop", "squash"] = "crop"  # tile 0: centre square crop, or the whole photo resized to a square
     min_size: int = 32  # skip photos whose short side is below this, px
     max_pixels: int = 89_478_485  # skip photos declaring more pixels (decompression bombs)
+    max_file_bytes: int = 268_435_456  # skip larger files unread (256 MiB)
     gray_threshold: float = 6.0  # skip photos whose mean chroma (max-min of RGB, 0..255) is below
     workers: int = 0  # processes; 0 = all cores
     part_records: int = 2048  # records buffered per output part (bounds memory)
@@ -93,7 +97,11 @@ class EvaluateParams:
     extra_folder: str = ""  # optional folder of colour photos to report on (e.g. ../shared/data/cbsd68)
     batch_size: int = 16
     samples: int = 6  # rows in the sample grid
-    gate_tolerance: float = 0.5  # CI gate: eval_rmse may exceed the committed baseline by this (0..255 units)
+    gate_set: Literal["test", "extra"] = "test"  # the set the CI gate reads: the test split | extra_folder
+    gate_tolerance: float = 0.5  # CI gate: the set's RMSE may exceed the committed baseline's by this (0..255)
+    gate_hue_tolerance: float = 1.0  # ... and its saturation-weighted hue error by this (degrees)
+    gate_margin_db: float | None = None  # PSNR the model must beat gray AND constant by; None: not checked
+    gate_baseline: str = "experiments/baseline_eval.json"  # committed baseline, relative to the repo root
     register_as: str = "colorizer"  # MLflow registered model name; empty disables registration
 
 

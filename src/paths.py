@@ -6,6 +6,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS_FILE = ROOT / "params.yaml"
+DVC_LOCK = ROOT / "dvc.lock"
 DATA = ROOT / "data"
 RAW_DIR = DATA / "raw"
 HSV_DIR = DATA / "hsv"

@@ -5,16 +5,15 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
 import urllib.error
 import urllib.request
 
 import keras
 import mlflow
 import numpy as np
-import yaml
 
 from src.paths import ROOT
+from src.provenance import dvc_hash, git_commit
 from src.shards import MANIFEST, ShardSet
 
 log = logging.getLogger(__name__)
@@ -48,28 +47,6 @@ def connect(uri: str, experiment: str) -> str:
         return mlflow.set_experiment(experiment).experiment_id
     except mlflow.exceptions.MlflowException:  # a concurrent worker created it a moment ago
         return mlflow.set_experiment(experiment).experiment_id
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def dvc_hash(out: str) -> str:
-    """The md5 DVC recorded in dvc.lock for an output path, or '' before the first `dvc repro`."""
-    lock = ROOT / "dvc.lock"
-    if not lock.exists():
-        return ""
-    for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
-        for entry in stage.get("outs", []):
-            if entry.get("path") == out:
-                return entry.get("md5", "")
-    return ""
 
 
 def log_run_context(params: dict, shards: ShardSet) -> None:

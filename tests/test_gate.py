@@ -1,0 +1,174 @@
+"""The CI gate through exactly CI's path: a copy of the repo, `dvc repro`, then `python -m src.gate`."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from src import gate
+from src.params import EvaluateParams
+from tests.conftest import SHARED_DATA, shared_folder
+from tests.repo import copy_repo, dvc, run
+
+GATE = [sys.executable, "-m", "src.gate"]
+
+
+def set_params(repo: Path, *pairs: str) -> None:
+    run([sys.executable, "-m", "src.profile", "/dev/null", *[a for p in pairs for a in ("--set", p)]], repo)
+
+
+def fail_lines(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in result.stdout.splitlines() if line.startswith("gate: FAIL ") and "checks failed" not in line]
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory) -> Path:
+    """The default pipeline reproduced once in a copy of the repository, as a user runs it."""
+    repo = copy_repo(tmp_path_factory.mktemp("gate") / "repo")
+    result = dvc("repro", cwd=repo)
+    (repo / "repro.log").write_text(result.stdout + result.stderr)
+    return repo
+
+
+def variant(reproduced: Path, tmp_path: Path) -> Path:
+    """A copy of the reproduced repo (its DVC cache, data and MLflow store too): only changed stages rerun."""
+    repo = tmp_path / "variant"
+    shutil.copytree(reproduced, repo, symlinks=True)
+    return repo
+
+
+@pytest.mark.slow
+def test_the_default_pipeline_passes_the_gate_and_says_why_it_loses(reproduced):
+    closing = [line for line in (reproduced / "repro.log").read_text().splitlines() if "verdict:" in line]
+    test = json.loads((reproduced / "reports" / "eval.json").read_text())["test"]
+    gain = test["model"]["psnr"] - test["gray"]["psnr"]
+    assert len(closing) == 1 and f"{gain:+.2f} dB vs gray" in closing[0]
+    if "NOT better" in closing[0]:  # the few sample photos teach too little: the line says so and what to run
+        photos = json.loads((reproduced / "data" / "shards" / "manifest.json").read_text())["splits"]["train"]["photos"]
+        assert f"{photos} training photos" in closing[0] and "experiments/recipe.yaml" in closing[0]
+    shown = dvc("metrics", "show", cwd=reproduced).stdout
+    assert "eval_rmse" in shown and "test.gray.psnr" in shown and "test.constant.psnr" in shown
+    passed = run(GATE, reproduced, check=False)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert passed.stdout.count("gate: PASS ") == 4 and "rmse" in passed.stdout and "hue_error" in passed.stdout
+
+
+@pytest.mark.slow
+def test_two_forced_runs_give_byte_identical_metrics(reproduced):
+    first = (reproduced / "reports" / "eval.json").read_bytes()
+    dvc("repro", "-f", "train", "evaluate", cwd=reproduced)
+    assert (reproduced / "reports" / "eval.json").read_bytes() == first
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("regression", ["code: hue encoded over 0..255", "params: a learning rate of 0"])
+def test_a_real_regression_fails_the_gate(reproduced, tmp_path, regression):
+    repo = variant(reproduced, tmp_path)
+    if regression.startswith("code"):  # the original tutorial's bug: OpenCV's hue runs 0..179, not 0..255
+        path = repo / "src" / "colour.py"
+        text = path.read_text()
+        assert "angle = hue * (2.0 * np.pi / HUE_RANGE)" in text
+        path.write_text(text.replace("angle = hue * (2.0 * np.pi / HUE_RANGE)", "angle = hue * (2.0 * np.pi / 255)"))
+    else:
+        set_params(repo, "train.learning_rate=0.0")
+    dvc("repro", cwd=repo)
+    failed = run(GATE, repo, check=False)
+    assert failed.returncode == 1, failed.stdout
+    reasons = fail_lines(failed)
+    assert reasons and all("vs baseline" in line for line in reasons), failed.stdout  # the metrics, not staleness
+
+
+def collapse_to_the_constant_colour(repo: Path) -> None:
+    """Turn the trained model into one that predicts the constant baseline's colour everywhere."""
+    import keras
+
+    import src.losses  # noqa: F401  the saved config names its loss classes
+    from src import colour
+
+    result = json.loads((repo / "reports" / "eval.json").read_text())
+    chroma = colour.encode_target(np.float32(result["train_mean_hue"]), np.float32(result["train_mean_saturation"]))
+    path = repo / "models" / "model.keras"
+    model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    head = model.get_layer("head")
+    kernel, _ = head.get_weights()
+    head.set_weights([np.zeros_like(kernel), np.asarray(chroma, np.float32)])
+    model.save(path)
+
+
+@pytest.mark.slow
+def test_a_constant_colour_model_fails_the_better_than_nothing_check(reproduced, tmp_path):
+    repo = variant(reproduced, tmp_path)
+    collapse_to_the_constant_colour(repo)
+    dvc("commit", "-f", "train", cwd=repo)  # as if training had produced it
+    set_params(repo, "evaluate.gate_margin_db=0.1")
+    dvc("repro", cwd=repo)
+    test = json.loads((repo / "reports" / "eval.json").read_text())["test"]
+    assert test["model"]["psnr"] == pytest.approx(test["constant"]["psnr"], abs=0.05)
+    failed = run(GATE, repo, check=False)
+    assert failed.returncode == 1
+    assert [line for line in fail_lines(failed) if "vs constant baseline" in line], failed.stdout
+
+
+@pytest.mark.slow
+def test_stale_or_missing_metrics_fail_the_gate(reproduced, tmp_path):
+    repo = variant(reproduced, tmp_path)
+    set_params(repo, "train.epochs=7")  # params changed since dvc.lock: the committed metrics are stale
+    stale = run(GATE, repo, check=False)
+    assert stale.returncode == 1
+    assert fail_lines(stale) == ["gate: FAIL stale: train changed since dvc.lock (`dvc status`): run `dvc repro`"]
+    (repo / "reports" / "eval.json").unlink()
+    missing = run(GATE, repo, check=False)
+    assert missing.returncode == 1 and "eval.json is missing" in missing.stdout
+
+
+def test_a_fresh_clone_fails_the_gate_until_it_reproduces(tmp_path):
+    repo = copy_repo(tmp_path / "repo")  # committed metrics, but no data or model: nothing was run here
+    result = run(GATE, repo, check=False)
+    assert result.returncode == 1 and "stale" in result.stdout, result.stdout
+
+
+def test_update_refuses_a_dirty_tree_and_records_where_the_baseline_came_from(reproduced, tmp_path):
+    repo = variant(reproduced, tmp_path)
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "reproduced"], repo)
+    (repo / "README.md").write_text("edited\n")
+    refused = run(GATE + ["--update"], repo, check=False)
+    assert refused.returncode == 1 and "dirty" in refused.stderr
+    run(["git", "checkout", "README.md"], repo)
+    assert run(GATE + ["--update"], repo).returncode == 0
+    baseline = json.loads((repo / "experiments" / "baseline_eval.json").read_text())
+    head = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+    lock = (repo / "dvc.lock").read_text()
+    assert baseline["provenance"]["commit"] == head
+    assert baseline["provenance"]["data_md5"] and baseline["provenance"]["data_md5"] in lock
+    assert baseline["test"] == json.loads((repo / "reports" / "eval.json").read_text())["test"]
+    assert "note:" not in run(GATE, repo).stdout  # same params and data as the baseline: nothing to note
+
+
+def test_the_margin_check_needs_both_baselines_beaten():
+    block = {"model": {"rmse": 20.0, "hue_error": 40.0, "psnr": 24.0}, "gray": {"psnr": 23.0}, "constant": {"psnr": 23.95}}
+    p = EvaluateParams(gate_margin_db=0.1)
+    results = gate.check({"test": block}, {"test": block}, p)
+    assert [ok for ok, _ in results] == [True, True, True, False]  # rmse, hue, gray (+1.0), constant (+0.05)
+    assert all(ok for ok, _ in gate.check({"test": block}, {"test": block}, EvaluateParams()))  # no margin: not checked
+    worse = {"test": block | {"model": block["model"] | {"rmse": 20.6}}}
+    assert not gate.check(worse, {"test": block}, p)[0][0]
+
+
+@pytest.mark.slow
+def test_the_ci_quality_profile_beats_both_baselines_on_cbsd68(tmp_path):
+    """CI's quality check: the pretrained encoder, a short training on imagenet-sample, the gate on CBSD68."""
+    shared_folder("imagenet-sample"), shared_folder("cbsd68")
+    repo = copy_repo(tmp_path / "repo")
+    (tmp_path / "shared").symlink_to(SHARED_DATA.parent)  # the profile's ../shared/data paths, as in a checkout
+    run([sys.executable, "-m", "src.profile", "experiments/ci.yaml"], repo)
+    dvc("repro", cwd=repo)
+    result = run(GATE, repo, check=False)
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "extra PSNR" in result.stdout and "vs constant baseline" in result.stdout
