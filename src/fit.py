@@ -91,20 +91,40 @@ class TimeBudget(keras.callbacks.Callback):
 
 
 def configure(p: TrainParams) -> None:
-    """Seeds, determinism (src/determinism.py) and precision; call before building models."""
+    """Seeds, determinism (src/determinism.py), devices and precision; call before building models."""
     determinism.configure(p.seed)
+    if p.devices > 1:
+        split_cpu(p.devices)
     keras.config.set_dtype_policy("mixed_float16" if p.mixed_precision else "float32")
 
 
+def split_cpu(n: int) -> None:
+    """On a machine without GPUs, present the CPU as `n` logical devices (TensorFlow backend only)."""
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError("train.devices > 1 without GPUs needs the TensorFlow backend")
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+    except RuntimeError as exc:
+        if len(tf.config.list_logical_devices("CPU")) != n:
+            raise RuntimeError(f"train.devices={n}: TensorFlow already started with "
+                               f"{len(tf.config.list_logical_devices('CPU'))} CPU device(s); set it in a fresh process") from exc
+
+
 def distribution_scope():
-    """MirroredStrategy when several GPUs are visible (TensorFlow backend), else no-op."""
+    """MirroredStrategy over several GPUs, or over the logical CPUs of split_cpu; else a no-op."""
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        gpus = tf.config.list_physical_devices("GPU")
-        if len(gpus) > 1:
-            log.info("training on %d GPUs with MirroredStrategy", len(gpus))
-            return tf.distribute.MirroredStrategy().scope()
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in gpus or tf.config.list_logical_devices("CPU")]
+        if len(devices) > 1:
+            log.info("training on %d devices with MirroredStrategy: %s", len(devices), ", ".join(devices))
+            return tf.distribute.MirroredStrategy(devices).scope()
     return contextlib.nullcontext()
 
 

@@ -83,6 +83,8 @@ class TrainParams:
     patience: int = 5  # early-stopping patience on val RMSE, epochs
     steps_per_epoch: int = 0  # 0 = one pass over the training split
     time_budget_s: float = 0  # stop after the epoch that crosses this many seconds (0 = none; not deterministic)
+    devices: int = 0  # 0: every visible GPU (MirroredStrategy when several), else the CPU; N > 1 on a CPU-only
+    # machine splits the CPU into N logical devices under MirroredStrategy (tests the multi-GPU path without GPUs)
     mixed_precision: bool = False  # GPU: float16 compute, float32 head
     jit_compile: bool = False  # XLA
     sample_every: int = 1  # log a sample grid every N epochs
@@ -113,6 +115,8 @@ class TuneParams:
     seed: int = 7
     study_name: str = "colorizer"
     storage: str = ""  # empty: a journal file under experiments/tune/
+    heartbeat_interval: int = 60  # RDB storages: a worker's pulse, s; a trial silent for grace_period is failed
+    grace_period: int = 180  # ... and retried once by another worker (RetryFailedTrialCallback)
 
 
 def _coerce(cls: type[T], raw: dict[str, Any] | None) -> T:

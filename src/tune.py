@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import tempfile
+import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -58,7 +59,7 @@ def apply_values(base: TrainParams, values: dict[str, Any]) -> TrainParams:
     return replace(base, model=replace(base.model, **model_fields), **other)
 
 
-def storage_for(url: str) -> optuna.storages.BaseStorage:
+def storage_for(url: str, heartbeat_interval: int = 60, grace_period: int = 180) -> optuna.storages.BaseStorage:
     """Journal file (default, one machine, many processes) or an RDB URL (PostgreSQL/MySQL: many machines)."""
     if not url:
         TUNE_DIR.mkdir(parents=True, exist_ok=True)
@@ -67,9 +68,22 @@ def storage_for(url: str) -> optuna.storages.BaseStorage:
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(url))
-    # heartbeats let Optuna fail and retry the trials of a worker that died (RDB storages only)
-    return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180,
-                                      failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+    import sqlalchemy.exc
+
+    def connect() -> optuna.storages.RDBStorage:
+        # heartbeats let Optuna fail the trial of a worker that died; the callback re-queues it once
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+
+    for attempt in range(5):
+        try:
+            return connect()
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # workers started together race to create the schema in an empty database; the loser finds it made
+            log.info("the study database's schema is being created by another worker; retrying")
+            time.sleep(0.5 * (attempt + 1))
+    return connect()
 
 
 def recover_orphans(study: optuna.Study) -> int:
@@ -180,12 +194,16 @@ def run_study(n_trials: int, timeout: float | None, storage: str, study_name: st
     from src import tracking
 
     tracking.connect(tracking.resolve_uri(train.tracking_uri), train.experiment)
-    study = optuna.create_study(study_name=study_name, storage=storage_for(storage), direction="minimize",
+    study = optuna.create_study(study_name=study_name, direction="minimize",
+                                storage=storage_for(storage, tune.heartbeat_interval, tune.grace_period),
                                 sampler=optuna.samplers.TPESampler(seed=tune.seed), pruner=make_pruner(tune.pruner),
                                 load_if_exists=True)
     recover_orphans(study)
     parent_id = study.user_attrs.get("mlflow_parent_run_id")
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    # a worker stops once finished plus running trials reach n_trials, so workers together run n_trials, not one
+    # more each (a running trial whose worker died is failed by the heartbeat and re-queued, then counted again)
+    taken = (*finished, optuna.trial.TrialState.RUNNING)
     with mlflow.start_run(run_id=parent_id, run_name=None if parent_id else f"tune-{study_name}") as parent:
         if not parent_id:
             study.set_user_attr("mlflow_parent_run_id", parent.info.run_id)
@@ -196,7 +214,7 @@ def run_study(n_trials: int, timeout: float | None, storage: str, study_name: st
             Objective(train, tune.epochs, shards_dir, space or load_space()),
             timeout=timeout, gc_after_trial=True, show_progress_bar=True,
             catch=TRIAL_FAILURES + backend_failures(),  # recorded as failed; the sweep goes on
-            callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=finished)],
+            callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=taken)],
             # failed trials do not count towards n_trials; at most as many failures as trials still wanted
             n_trials=2 * max(n_trials - len(study.get_trials(deepcopy=False, states=finished)), 0),
         )
@@ -280,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", default=tune.storage, help="journal file path or RDB URL (default: "
                         "experiments/tune/journal.log)")
     parser.add_argument("--study-name", default=tune.study_name, help="default %(default)s")
+    parser.add_argument("--epochs", type=int, default=tune.epochs, help="epochs per trial (default %(default)s)")
+    parser.add_argument("--heartbeat-interval", type=int, default=tune.heartbeat_interval,
+                        help="RDB storage: seconds between a worker's heartbeats (default %(default)s)")
+    parser.add_argument("--grace-period", type=int, default=tune.grace_period, help="RDB storage: a trial without "
+                        "a heartbeat for this long is failed and retried once (default %(default)s)")
     parser.add_argument("--apply", action="store_true", help="write the best params into params.yaml and exit")
     parser.add_argument("--shards", type=Path, default=SHARD_DIR, help="shard folder (default: the pipeline's)")
     args = parser.parse_args(argv)
@@ -293,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.shards / "manifest.json").exists():
         print(f"tune: no shards in {args.shards}: run `dvc repro shard` first", file=sys.stderr)
         return 2
+    tune = replace(tune, epochs=args.epochs, heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period)
     study = run_study(args.n_trials, args.timeout, args.storage, args.study_name, tune, params.load("train"),
                       args.shards)
     print(summary(study))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import src  # noqa: F401  first: the numeric settings of every entry point (src/determinism.py)
+from tests.services import pg_url  # noqa: F401  a fixture: a fresh PostgreSQL database per test
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"

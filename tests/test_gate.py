@@ -66,14 +66,16 @@ def test_two_forced_runs_give_byte_identical_metrics(reproduced):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("regression", ["code: hue encoded over 0..255", "params: a learning rate of 0"])
+@pytest.mark.parametrize("regression", ["code: the target forgets saturation", "params: a learning rate of 0"])
 def test_a_real_regression_fails_the_gate(reproduced, tmp_path, regression):
     repo = variant(reproduced, tmp_path)
-    if regression.startswith("code"):  # the original tutorial's bug: OpenCV's hue runs 0..179, not 0..255
+    if regression.startswith("code"):  # chroma = (cos, sin)(hue) without the S factor: every target fully saturated
         path = repo / "src" / "colour.py"
         text = path.read_text()
-        assert "angle = hue * (2.0 * np.pi / HUE_RANGE)" in text
-        path.write_text(text.replace("angle = hue * (2.0 * np.pi / HUE_RANGE)", "angle = hue * (2.0 * np.pi / 255)"))
+        wrong = text.replace("return xp.stack([sat * xp.cos(angle), sat * xp.sin(angle)], axis=-1)",
+                             "return xp.stack([xp.cos(angle), xp.sin(angle)], axis=-1)")
+        assert wrong != text
+        path.write_text(wrong)
     else:
         set_params(repo, "train.learning_rate=0.0")
     dvc("repro", cwd=repo)

@@ -10,12 +10,12 @@ from packaging.utils import canonicalize_name
 from tests.conftest import ROOT
 
 LOCK = ROOT / "requirements.lock"
-COMPILE = "uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements.lock"
+COMPILE = "uv pip compile pyproject.toml --extra dev --extra postgres --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements.lock"
 
 
 def declared() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    return [Requirement(r) for r in project["dependencies"] + sum(project["optional-dependencies"].values(), [])]
 
 
 def locked(text: str) -> tuple[dict[str, str], set[str]]:

@@ -129,14 +129,20 @@ def test_apply_writes_the_best_params_into_params_yaml_keeping_comments(tmp_path
     assert "# one per skip, deep to shallow" in text
 
 
-def worker(tiny_shards, tmp: Path, n_trials: int) -> subprocess.Popen:
+def worker(tiny_shards, tmp: Path, n_trials: int, storage: str = "", *extra: str,
+           tracking_uri: str = "") -> subprocess.Popen:
+    """`python -m src.tune` in its own process group, as a user starts one per machine."""
     log = open(tmp / f"worker-{time.monotonic_ns()}.log", "w")
     return subprocess.Popen(
-        [sys.executable, "-m", "src.tune", "--n-trials", str(n_trials), "--storage", str(tmp / "journal.log"),
-         "--study-name", "shared", "--shards", str(tiny_shards.root)],
-        env=env() | {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}"}, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
+        [sys.executable, "-m", "src.tune", "--n-trials", str(n_trials), "--storage", storage or str(tmp / "journal.log"),
+         "--study-name", "shared", "--shards", str(tiny_shards.root), "--epochs", "2", *extra],
+        env=env() | {"MLFLOW_TRACKING_URI": tracking_uri or f"sqlite:///{tmp / 'mlflow.db'}"}, stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True,
     )
+
+
+def logs(tmp: Path) -> list[str]:
+    return [p.read_text()[-2000:] for p in tmp.glob("worker-*.log")]
 
 
 @pytest.mark.slow
@@ -144,7 +150,7 @@ def test_two_workers_share_one_study_without_lost_or_duplicated_trials(tiny_shar
     MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()  # schema created once, as by `dvc repro`
     workers = [worker(tiny_shards, tmp_path, 4), worker(tiny_shards, tmp_path, 4)]
     for w in workers:
-        assert w.wait(timeout=900) == 0, [p.read_text()[-2000:] for p in tmp_path.glob("worker-*.log")]
+        assert w.wait(timeout=900) == 0, logs(tmp_path)
     study = optuna.load_study(study_name="shared", storage=tune.storage_for(str(tmp_path / "journal.log")))
     numbers = [t.number for t in study.trials]
     assert numbers == list(range(len(numbers))) and len(numbers) >= 4
