@@ -305,11 +305,13 @@ def main(argv: list[str] | None = None) -> int:
                         "a heartbeat for this long is failed and retried once (default %(default)s)")
     parser.add_argument("--apply", action="store_true", help="write the best params into params.yaml and exit")
     parser.add_argument("--shards", type=Path, default=SHARD_DIR, help="shard folder (default: the pipeline's)")
+    parser.add_argument("--out", type=Path, default=TUNE_DIR, help="where the study's reports go (default: "
+                        "experiments/tune)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.apply:
-        for key, value in apply_best().items():
+        for key, value in apply_best(args.out).items():
             print(f"params.yaml: {key} = {value}")
         print("now run `dvc repro` to train the final model with them")
         return 0
@@ -318,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     tune = replace(tune, epochs=args.epochs, heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period)
     study = run_study(args.n_trials, args.timeout, args.storage, args.study_name, tune, params.load("train"),
-                      args.shards)
+                      args.shards, args.out)
     print(summary(study))
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if complete:

@@ -1,6 +1,7 @@
 """Shared fixtures: real photos written to temporary folders, and the optional ../shared/data photos."""
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -8,11 +9,23 @@ import numpy as np
 import pytest
 
 import src  # noqa: F401  first: the numeric settings of every entry point (src/determinism.py)
-from tests.services import pg_url  # noqa: F401  a fixture: a fresh PostgreSQL database per test
+from tests.services import pg_databases, pg_url  # noqa: F401  fixtures: fresh PostgreSQL databases per test
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
+
+def git_status() -> str:
+    return subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_untouched():
+    """Tests work in temporary folders: the checkout must look the same after the session as before."""
+    before = git_status()
+    yield
+    after = git_status()
+    assert after == before, f"the tests changed the repository:\nbefore:\n{before}\nafter:\n{after}"
 
 
 def shared_folder(name: str) -> Path:
@@ -65,3 +78,15 @@ def tiny_shards(tmp_path_factory):
     for i in range(30):
         cv2.imwrite(str(raw / f"p{i:02d}.png"), photo((80, 120), seed=i))
     return build_shards(raw, tmp, tile=40, image_size=32)
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory) -> Path:
+    """The default pipeline reproduced once in a copy of the repository, as a user runs it (`dvc repro`); its
+    output is in repro.log. Tests that change it work on a copy (shutil.copytree keeps its DVC cache)."""
+    from tests.repo import copy_repo, dvc
+
+    repo = copy_repo(tmp_path_factory.mktemp("reproduced") / "repo")
+    result = dvc("repro", cwd=repo)
+    (repo / "repro.log").write_text(result.stdout + result.stderr)
+    return repo

@@ -4,9 +4,18 @@ Where the server is absent the tests skip, saying why; with COLORIZER_REQUIRE_SE
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
+from pathlib import Path
 
+import psutil
 import pytest
 
 REQUIRE = "COLORIZER_REQUIRE_SERVICES"
@@ -34,15 +43,77 @@ def postgres_admin():
 
 
 @pytest.fixture
-def pg_url():
-    """postgresql:// URL of a fresh database, dropped after the test (sessions still connected are ended)."""
+def pg_databases():
+    """A factory of postgresql:// URLs, each a fresh database dropped after the test (its sessions ended)."""
     admin = postgres_admin()
-    name = f"colorizer_test_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
+    names = []
+
+    def create() -> str:
+        names.append(f"colorizer_test_{uuid.uuid4().hex[:12]}")
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{names[-1]}"')
+        return f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{names[-1]}"
+
     try:
-        yield f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+        yield create
     finally:
         with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for name in names:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture
+def pg_url(pg_databases) -> str:
+    return pg_databases()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def group_alive(pgid: int) -> list[int]:
+    """Processes still in a process group."""
+    alive = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc.pid)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
+    return alive
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_uri: str, artifacts: Path):
+    """`mlflow server` on a free loopback port with proxied artifacts; yields its URL; stopped with SIGTERM, and
+    checked to leave no process of its group behind."""
+    from tests.repo import env
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts)],
+        env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(uri + "/health", timeout=2).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    pytest.fail(f"mlflow server on {backend_uri} did not start within 120 s")
+                time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while group_alive(server.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not group_alive(server.pid), "mlflow server left processes behind"

@@ -26,7 +26,8 @@ from src.predict import load
 from src.stages import evaluate, train
 from tests.conftest import photo, shared_folder
 from tests.repo import env
-from tests.test_train import FAST, free_port
+from tests.services import free_port
+from tests.test_train import FAST
 
 
 @pytest.fixture(scope="module")

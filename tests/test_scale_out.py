@@ -1,21 +1,28 @@
-"""Scale-out paths on the real engines: Optuna studies on PostgreSQL shared by worker processes."""
+"""Scale-out paths on the real engines: Optuna and an MLflow server on PostgreSQL, a DVC remote, several devices."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
+import cv2
+import numpy as np
 import optuna
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from src import tune
-from tests.conftest import ROOT
-from tests.repo import env
+from tests.conftest import ROOT, photo
+from tests.repo import dvc, env
+from tests.repo import run as run_cmd
+from tests.services import free_port, mlflow_server
 from tests.test_tune import logs, worker
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -33,7 +40,7 @@ def child_runs(uri: str, parent_id: str) -> list:
 
 
 @pytest.mark.slow
-def test_two_workers_on_postgres_finish_the_trials_once_each(tiny_shards, tmp_path, pg_url):
+def test_two_workers_on_postgres_finish_the_trials_once_each_and_a_new_process_resumes(tiny_shards, tmp_path, pg_url):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     MlflowClient(uri).search_experiments()  # schema created once, as by `dvc repro`
     workers = [worker(tiny_shards, tmp_path, 4, pg_url), worker(tiny_shards, tmp_path, 4, pg_url)]
@@ -49,6 +56,12 @@ def test_two_workers_on_postgres_finish_the_trials_once_each(tiny_shards, tmp_pa
         logged = runs[t.user_attrs["mlflow_run_id"]].data.params
         assert logged["trial"] == str(t.number)
         assert float(logged["learning_rate"]) == pytest.approx(t.params["learning_rate"])
+
+    # a new process resumes the study: one more trial, the same parent run
+    assert worker(tiny_shards, tmp_path, 5, pg_url).wait(timeout=900) == 0, logs(tmp_path)
+    resumed = load(pg_url)
+    assert [t.number for t in resumed.trials] == [0, 1, 2, 3, 4] and all(t.state in FINISHED for t in resumed.trials)
+    assert resumed.user_attrs["mlflow_parent_run_id"] == study.user_attrs["mlflow_parent_run_id"]
 
 
 @pytest.mark.slow
@@ -80,16 +93,6 @@ def test_a_killed_worker_s_trial_is_failed_by_the_heartbeat_and_retried_by_the_o
     assert sum(t.state in FINISHED for t in study.trials) == 5
 
 
-@pytest.mark.slow
-def test_a_study_on_postgres_resumes_from_a_new_process(tiny_shards, tmp_path, pg_url):
-    assert worker(tiny_shards, tmp_path, 2, pg_url).wait(timeout=900) == 0, logs(tmp_path)
-    parent = load(pg_url).user_attrs["mlflow_parent_run_id"]
-    assert worker(tiny_shards, tmp_path, 3, pg_url).wait(timeout=900) == 0, logs(tmp_path)
-    study = load(pg_url)
-    assert [t.number for t in study.trials] == [0, 1, 2] and all(t.state in FINISHED for t in study.trials)
-    assert study.user_attrs["mlflow_parent_run_id"] == parent
-
-
 def fit_on_devices(shards_root: Path, devices: int) -> dict:
     """One epoch in a fresh process (devices are fixed when TensorFlow starts); what the strategy saw."""
     code = f"""
@@ -119,3 +122,108 @@ def test_two_logical_devices_split_the_batch_and_match_one_device(tiny_shards):
     assert len(two["devices"]) == 2  # each replica takes 8 of the global batch of 16
     assert two["loss"] == pytest.approx(one["loss"], rel=TOLERANCE)
     assert two["val_rmse"] == pytest.approx(one["val_rmse"], rel=TOLERANCE)
+
+
+def serve_and_colour(model_uri: str, tracking_uri: str, gray: np.ndarray) -> np.ndarray:
+    """`mlflow models serve` on a free loopback port; one request; the reply as uint8 RGB."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+         "-h", "127.0.0.1", "-p", str(port)],
+        env=env() | {"MLFLOW_TRACKING_URI": tracking_uri}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(base + "/ping", timeout=2).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "model server did not start"
+                time.sleep(0.5)
+        request = urllib.request.Request(base + "/invocations", data=json.dumps({"inputs": [gray.tolist()]}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        return np.array(json.loads(urllib.request.urlopen(request, timeout=120).read())["predictions"][0], np.uint8)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_the_pipeline_tuning_and_serving_through_an_mlflow_server_on_postgres(reproduced, tmp_path, pg_databases):
+    """The README's team setup: MLflow server on PostgreSQL (proxied artifacts), Optuna on PostgreSQL. The clone
+    already ran `dvc repro` once (with a local store): training again, forced, gives byte-identical metrics."""
+    repo = tmp_path / "repo"
+    shutil.copytree(reproduced, repo, symlinks=True)
+    first = (repo / "reports" / "eval.json").read_bytes()
+    with mlflow_server(pg_databases(), tmp_path / "artifacts") as uri:
+        dvc("repro", "-f", "train", "evaluate", cwd=repo, env_extra={"MLFLOW_TRACKING_URI": uri})
+        assert (repo / "reports" / "eval.json").read_bytes() == first  # same params and data: same numbers
+        client = MlflowClient(uri)
+        meta = json.loads((repo / "models" / "model.json").read_text())
+        run = client.get_run(meta["mlflow_run_id"])
+        assert run.data.params["learning_rate"] == str(params_of(repo)["train"]["learning_rate"])
+        epochs = json.loads((repo / "reports" / "train.json").read_text())["epochs"]
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_rmse")] == list(range(epochs))
+        assert client.list_artifacts(run.info.run_id, "images")  # sample grids
+        assert run.data.metrics["eval_rmse"] == pytest.approx(
+            json.loads((repo / "reports" / "eval.json").read_text())["eval_rmse"], abs=1e-3)
+        champion = client.get_model_version_by_alias("colorizer", "champion")
+        assert champion.run_id == run.info.run_id
+
+        photos = tmp_path / "photos"
+        photos.mkdir()
+        gray = cv2.cvtColor(photo((64, 96), seed=3), cv2.COLOR_BGR2GRAY)
+        cv2.imwrite(str(photos / "old.png"), gray)
+        run_cmd([sys.executable, "-m", "src.colorize", str(photos), "--out", str(tmp_path / "out"), "--model",
+                 "models:/colorizer@champion"], repo, env=env() | {"MLFLOW_TRACKING_URI": uri})
+        coloured = cv2.imread(str(tmp_path / "out" / "old.png"))
+        assert coloured.shape == (64, 96, 3)
+        served = serve_and_colour("models:/colorizer@champion", uri, gray)
+        assert served.shape == (64, 96, 3)
+        assert np.abs(served.astype(int) - coloured[..., ::-1]).max() <= 1  # the same model, the same pixels
+
+        study = pg_databases()
+        run_cmd([sys.executable, "-m", "src.tune", "--storage", study, "--n-trials", "2", "--epochs", "1",
+                 "--study-name", "team", "--out", str(tmp_path / "tune")], repo, env=env() | {"MLFLOW_TRACKING_URI": uri})
+        loaded = optuna.load_study(study_name="team", storage=tune.storage_for(study))
+        parent = loaded.user_attrs["mlflow_parent_run_id"]
+        children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+        assert sorted(r.info.run_id for r in children) == sorted(t.user_attrs["mlflow_run_id"] for t in loaded.trials)
+
+
+def params_of(repo: Path) -> dict:
+    return yaml.safe_load((repo / "params.yaml").read_text())
+
+
+@pytest.mark.slow
+def test_a_dvc_remote_carries_outputs_and_experiments_to_a_fresh_clone(reproduced, tmp_path):
+    origin, storage = tmp_path / "origin.git", tmp_path / "dvc-storage"  # stand-ins for a git host and S3
+    run_cmd(["git", "init", "-q", "--bare", str(origin)], tmp_path)
+    first = tmp_path / "first"
+    shutil.copytree(reproduced, first, symlinks=True)
+    dvc("remote", "add", "-d", "storage", str(storage), cwd=first)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    run_cmd(git + ["add", "-A"], first)
+    run_cmd(git + ["commit", "-qm", "pipeline outputs"], first)
+    run_cmd(git + ["remote", "add", "origin", str(origin)], first)
+    run_cmd(git + ["push", "-q", "origin", "HEAD:main"], first)
+    dvc("push", cwd=first)
+
+    second = tmp_path / "second"
+    run_cmd(["git", "clone", "-q", "-b", "main", str(origin), str(second)], tmp_path)
+    dvc("pull", cwd=second)
+    assert "Data and pipelines are up to date" in dvc("repro", cwd=second).stdout  # nothing recomputed
+    first_metrics, second_metrics = (json.loads(dvc("metrics", "show", "--json", cwd=repo).stdout)["workspace"]
+                                     for repo in (first, second))
+    assert second_metrics == first_metrics and "reports/eval.json" in json.dumps(first_metrics)
+
+    dvc("exp", "run", "-n", "fewer-samples", "-S", "evaluate.samples=3", cwd=first)  # reruns evaluate only
+    dvc("exp", "push", "origin", "fewer-samples", cwd=first)
+    dvc("exp", "pull", "origin", "fewer-samples", cwd=second)
+    listed = dvc("exp", "show", "--json", cwd=second).stdout
+    assert "fewer-samples" in listed
+    dvc("exp", "apply", "fewer-samples", cwd=second)
+    assert params_of(second)["evaluate"]["samples"] == 3
+    assert (second / "reports" / "eval_samples.png").exists()

@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from src.params import ModelParams, TrainParams
 from src.stages import train
 from src.tracking import TrackingUnavailable
 from tests.repo import copy_repo, dvc, env
+from tests.services import free_port, mlflow_server
 
 FAST = TrainParams(model=ModelParams(encoder="light", encoder_widths=(8, 16, 32), decoder_widths=(16, 8)), epochs=3, batch_size=16,
                    patience=5, sample_every=1, sample_count=3)
@@ -128,41 +126,16 @@ def test_the_mlflow_run_holds_params_metrics_images_and_a_loadable_model(tiny_sh
     check_run(uri, tmp_path)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def mlflow_server(tmp_path):
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination",
-         str(tmp_path / "artifacts")],
-        env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(uri + "/health", timeout=2).read()
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        os.killpg(server.pid, signal.SIGTERM)
-        pytest.fail("mlflow server did not start within 90 s")
-    yield uri
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=30)
+def tracking_server(tmp_path):
+    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts") as uri:
+        yield uri
 
 
-def test_the_same_run_through_a_real_tracking_server(tiny_shards, tmp_path, mlflow_server):
-    run_stage(tiny_shards, tmp_path, mlflow_server)
-    mlflow.set_tracking_uri(mlflow_server)
-    check_run(mlflow_server, tmp_path)
+def test_the_same_run_through_a_real_tracking_server(tiny_shards, tmp_path, tracking_server):
+    run_stage(tiny_shards, tmp_path, tracking_server)
+    mlflow.set_tracking_uri(tracking_server)
+    check_run(tracking_server, tmp_path)
 
 
 def test_an_unreachable_tracking_server_fails_before_training(tiny_shards, tmp_path):

@@ -22,7 +22,7 @@ from tests.repo import env
 SPACE = {"learning_rate": {"low": 0.001, "high": 0.01, "log": True},
          "decoder_widths": {"choices": [[16, 8, 8], [32, 16, 8]]}}
 TRAIN = TrainParams(model=ModelParams(encoder="light", encoder_widths=(8, 16, 32, 32), decoder_widths=(64, 32, 16)), batch_size=16)
-TUNE = TuneParams(epochs=3, seed=1)
+TUNE = TuneParams(epochs=2, seed=1)
 
 
 def sweep(tiny_shards, tmp: Path, n_trials: int, storage: Path | None = None, space=SPACE,
@@ -135,7 +135,8 @@ def worker(tiny_shards, tmp: Path, n_trials: int, storage: str = "", *extra: str
     log = open(tmp / f"worker-{time.monotonic_ns()}.log", "w")
     return subprocess.Popen(
         [sys.executable, "-m", "src.tune", "--n-trials", str(n_trials), "--storage", storage or str(tmp / "journal.log"),
-         "--study-name", "shared", "--shards", str(tiny_shards.root), "--epochs", "2", *extra],
+         "--study-name", "shared", "--shards", str(tiny_shards.root), "--epochs", "2",
+         "--out", str(tmp / "reports"), *extra],
         env=env() | {"MLFLOW_TRACKING_URI": tracking_uri or f"sqlite:///{tmp / 'mlflow.db'}"}, stdout=log,
         stderr=subprocess.STDOUT, start_new_session=True,
     )
