@@ -33,7 +33,7 @@ class FitResult:
     best_epoch: int  # 0-based
     best_val_rmse: float
     wall_s: float
-    img_per_s: float  # training images per second (validation excluded), this process
+    img_per_s: float  # training images per second (validation and the compiling first step excluded); NaN if none
 
     def metrics(self) -> dict[str, float]:
         last = self.history.iloc[-1]
@@ -54,22 +54,30 @@ class NaNGuard(keras.callbacks.Callback):
 
 
 class Throughput(keras.callbacks.Callback):
-    """Adds img_per_s (training steps only, validation excluded) to each epoch's logs."""
+    """Adds img_per_s to each epoch's logs: training images per second over the training steps (validation
+    excluded), without the run's first step, which traces and compiles the graph (with XLA: seconds to minutes).
+    NaN for an epoch that ran no other step."""
 
-    def __init__(self, images_per_epoch: int):
+    def __init__(self, batch_size: int):
         super().__init__()
-        self.images_per_epoch = images_per_epoch
+        self.batch_size = batch_size
         self.rates: list[float] = []
+        self.compiled = False
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.start, self.train_s = time.perf_counter(), None
+        self.seconds, self.batches = 0.0, 0
 
-    def on_test_begin(self, logs=None):
-        self.train_s = time.perf_counter() - self.start
+    def on_train_batch_begin(self, batch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.compiled:
+            self.seconds += time.perf_counter() - self.start
+            self.batches += 1
+        self.compiled = True
 
     def on_epoch_end(self, epoch, logs=None):
-        seconds = self.train_s or (time.perf_counter() - self.start)
-        self.rates.append(self.images_per_epoch / seconds)
+        self.rates.append(self.batches * self.batch_size / self.seconds if self.batches else float("nan"))
         if logs is not None:
             logs["img_per_s"] = self.rates[-1]
 
@@ -160,7 +168,8 @@ class EncoderSchedule(keras.callbacks.Callback):
         opt = self.model.optimizer
         if not opt.built:  # Keras builds it lazily at the first step, after this first call
             opt.build(self.model.trainable_variables)
-        opt.encoder_scale.assign(0.0 if epoch < self.frozen_epochs else self.scale)
+        inner = getattr(opt, "inner_optimizer", opt)  # mixed precision wraps it in a LossScaleOptimizer
+        inner.encoder_scale.assign(0.0 if epoch < self.frozen_epochs else self.scale)
 
 
 def set_encoder_trainable(model: keras.Model, trainable: bool) -> list:
@@ -246,7 +255,7 @@ def fit(p: TrainParams, shards: ShardSet, workdir: Path, callbacks: list | tuple
     previous = pd.read_csv(history_csv) if history_csv.exists() and history_csv.stat().st_size else None
     if previous is not None:
         log.info("resuming: %d epochs already done in %s", len(previous), workdir)
-    throughput = Throughput(steps * p.batch_size)
+    throughput = Throughput(p.batch_size)
     with distribution_scope():
         model = compile_model(p, size, steps * p.epochs, class_prior(shards) if p.model.target == "bins" else None)
     all_callbacks = [
@@ -275,4 +284,4 @@ def fit(p: TrainParams, shards: ShardSet, workdir: Path, callbacks: list | tuple
     history = pd.read_csv(history_csv)
     best = int(history[MONITOR].idxmin())
     return FitResult(model, history, best, float(history[MONITOR].iloc[best]), wall,
-                     float(np.mean(throughput.rates)) if throughput.rates else float("nan"))
+                     float(np.nanmean(throughput.rates)) if np.isfinite(throughput.rates).any() else float("nan"))

@@ -105,6 +105,7 @@ class EvaluateParams:
     gate_margin_db: float | None = None  # PSNR the model must beat gray AND constant by; None: not checked
     gate_baseline: str = "experiments/baseline_eval.json"  # committed baseline, relative to the repo root
     register_as: str = "colorizer"  # MLflow registered model name; empty disables registration
+    champion_margin_db: float = 0.1  # `champion` only for a model beating gray AND constant PSNR by this (and the champion)
 
 
 @dataclass(frozen=True)

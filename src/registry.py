@@ -1,4 +1,5 @@
-"""Model registry: register each evaluated model; the `champion` alias moves only to a better one."""
+"""Model registry: register each evaluated model; the `champion` alias moves only to a model that beats the
+champion AND doing nothing (the gray and constant-colour baselines on the same images)."""
 from __future__ import annotations
 
 import logging
@@ -12,28 +13,44 @@ from src import metrics
 
 log = logging.getLogger(__name__)
 CHAMPION = "champion"
+REASON_TAG = "not_promoted"
 
 
-def pyfunc_rmse(model_uri: str, gray: np.ndarray, truth_rgb: np.ndarray) -> float:
-    """Mean per-image RGB RMSE of a registered pyfunc on gray images, the same path serving uses."""
+def pyfunc_scores(model_uri: str, gray: np.ndarray, truth_rgb: np.ndarray) -> tuple[float, float]:
+    """(mean RGB RMSE, mean PSNR) per image of a registered pyfunc on gray images, the path serving uses."""
     predicted = mlflow.pyfunc.load_model(model_uri).predict(gray)
-    return float(np.mean([metrics.rmse(p, t) for p, t in zip(predicted, truth_rgb)]))
+    pairs = list(zip(predicted, truth_rgb))
+    return float(np.mean([metrics.rmse(p, t) for p, t in pairs])), float(np.mean([metrics.psnr(p, t) for p, t in pairs]))
 
 
-def promote_if_better(name: str, version: str, gray: np.ndarray, truth_rgb: np.ndarray) -> dict:
-    """Score the new version and the current champion on the same images; move the alias if the new one wins."""
+def promote_if_better(name: str, version: str, gray: np.ndarray, truth_rgb: np.ndarray,
+                      baselines: dict[str, float], margin_db: float) -> dict:
+    """Score the new version and the current champion on the same images; move the alias when the new one beats
+    every baseline's PSNR (`baselines`: name -> PSNR on these images) by `margin_db` and the champion's RMSE.
+    Otherwise the version keeps a `not_promoted` tag saying why."""
     client = MlflowClient()
-    new = pyfunc_rmse(f"models:/{name}/{version}", gray, truth_rgb)
-    client.set_model_version_tag(name, version, "eval_rmse", f"{new:.4f}")
+    new_rmse, new_psnr = pyfunc_scores(f"models:/{name}/{version}", gray, truth_rgb)
+    client.set_model_version_tag(name, version, "eval_rmse", f"{new_rmse:.4f}")
+    client.set_model_version_tag(name, version, "eval_psnr", f"{new_psnr:.4f}")
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         champion = None
-    old = pyfunc_rmse(f"models:/{name}@{CHAMPION}", gray, truth_rgb) if champion else None
-    promoted = old is None or new < old
-    if promoted:
+    old = pyfunc_scores(f"models:/{name}@{CHAMPION}", gray, truth_rgb)[0] if champion else None
+    losses = [f"{base} {psnr:.2f} dB" for base, psnr in baselines.items() if not new_psnr >= psnr + margin_db]
+    if losses:
+        reason = f"PSNR {new_psnr:.2f} dB does not beat {' and '.join(losses)} by {margin_db} dB"
+    elif champion and not new_rmse < old:
+        reason = f"RMSE {new_rmse:.3f} does not beat champion v{champion.version}'s {old:.3f}"
+    else:
+        reason = ""
+    if reason:
+        client.set_model_version_tag(name, version, REASON_TAG, reason)
+    else:
         client.set_registered_model_alias(name, CHAMPION, version)
-    log.info("registry: %s v%s eval RMSE %.3f vs champion %s -> %s", name, version, new,
-             f"v{champion.version} {old:.3f}" if champion else "none", "promoted" if promoted else "kept")
-    return {"version": version, "eval_rmse": new, "champion_version": champion.version if champion else None,
-            "champion_rmse": old, "promoted": promoted}
+    log.info("registry: %s v%s %s", name, version, f"kept out of {CHAMPION}: {reason}" if reason else
+             f"is the new {CHAMPION} (PSNR {new_psnr:.2f} dB, RMSE {new_rmse:.3f}"
+             + (f" vs v{champion.version}'s {old:.3f})" if champion else ")"))
+    return {"version": version, "eval_rmse": new_rmse, "eval_psnr": new_psnr,
+            "champion_version": champion.version if champion else None, "champion_rmse": old,
+            "promoted": not reason, "reason": reason}

@@ -24,19 +24,34 @@ from src import colorize, colour
 from src.params import EvaluateParams, TrainParams
 from src.predict import load
 from src.stages import evaluate, train
-from tests.conftest import photo, shared_folder
+from tests.conftest import build_shards, photo, shared_folder
 from tests.repo import env
 from tests.services import free_port
 from tests.test_train import FAST
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_shards, tmp_path_factory):
-    """A model trained by the train stage on the tiny shards, tracked in a sqlite MLflow store."""
+def shards(tmp_path_factory):
+    """Photos whose colour follows their brightness (viridis, whose lightness rises monotonically), in 32 px tiles:
+    a short training learns real colours from them and beats both baselines, as a good model must."""
+    tmp = tmp_path_factory.mktemp("viridis")
+    raw = tmp / "raw"
+    raw.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        field = cv2.GaussianBlur(rng.random((80, 120)).astype(np.float32), (0, 0), 8)
+        gray = cv2.normalize(field, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+        cv2.imwrite(str(raw / f"v{i:02d}.png"), cv2.applyColorMap(gray, cv2.COLORMAP_VIRIDIS))
+    return build_shards(raw, tmp, tile=40, image_size=32)
+
+
+@pytest.fixture(scope="module")
+def trained(shards, tmp_path_factory):
+    """A model trained by the train stage on those shards, tracked in a sqlite MLflow store."""
     tmp = tmp_path_factory.mktemp("trained")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    p = replace(FAST, tracking_uri=uri, experiment="test-eval", epochs=2)
-    train.run(p, shards_dir=tiny_shards.root, model_dir=tmp / "models", metrics=tmp / "train.json",
+    p = replace(FAST, tracking_uri=uri, experiment="test-eval", epochs=6, learning_rate=0.01)
+    train.run(p, shards_dir=shards.root, model_dir=tmp / "models", metrics=tmp / "train.json",
               history=tmp / "history.csv", cache=tmp / "cache")
     return tmp, uri
 
@@ -61,29 +76,29 @@ def mean_chroma(rgb: np.ndarray) -> float:
     return float((rgb.max(axis=-1).astype(int) - rgb.min(axis=-1)).mean())
 
 
-def run_evaluate(trained, tiny_shards, tmp: Path, p: EvaluateParams, model_dir: Path | None = None) -> dict:
+def run_evaluate(trained, shards, tmp: Path, p: EvaluateParams, model_dir: Path | None = None) -> dict:
     tmp.mkdir(parents=True, exist_ok=True)
     out = (tmp / "eval.json", tmp / "eval_images.csv", tmp / "eval_samples.png")
-    result = evaluate.run(p, model_dir=model_dir or trained[0] / "models", shards_dir=tiny_shards.root,
+    result = evaluate.run(p, model_dir=model_dir or trained[0] / "models", shards_dir=shards.root,
                           out_metrics=out[0], out_images=out[1], out_samples=out[2])
     return result, out
 
 
-def test_evaluate_reports_the_model_beside_both_baselines(trained, tiny_shards, tmp_path):
+def test_evaluate_reports_the_model_beside_both_baselines(trained, shards, tmp_path):
     extra = tmp_path / "extra"
     extra.mkdir()
     for i in range(3):
         cv2.imwrite(str(extra / f"photo{i}.png"), photo((90, 140), seed=100 + i))
     (extra / "broken.jpg").write_bytes(b"not a photo")
     result, (metrics_json, table_csv, samples_png) = run_evaluate(
-        trained, tiny_shards, tmp_path, EvaluateParams(extra_folder=str(extra), image_size=64, register_as=""))
+        trained, shards, tmp_path, EvaluateParams(extra_folder=str(extra), image_size=64, register_as=""))
     assert json.loads(metrics_json.read_text()) == result
-    records = tiny_shards.load("test")  # the headline RMSE, recomputed here from the model's own output
+    records = shards.load("test")  # the headline RMSE, recomputed here from the model's own output
     predicted = load(trained[0] / "models").colorize_records(records).astype(np.float64)
     truth = colour.record_to_bgr(records)
     per_image = np.sqrt(((predicted - truth) ** 2).mean(axis=(1, 2, 3)))
     assert result["eval_rmse"] == pytest.approx(per_image.mean(), abs=1e-3)
-    for set_name, count in (("test", tiny_shards.count("test")), ("extra", 3)):
+    for set_name, count in (("test", shards.count("test")), ("extra", 3)):
         block = result[set_name]
         assert block["images"] == count
         assert block["gray"]["colourfulness"] == 0
@@ -99,26 +114,30 @@ def test_evaluate_reports_the_model_beside_both_baselines(trained, tiny_shards, 
     import pandas as pd
 
     table = pd.read_csv(table_csv)
-    assert len(table) == 3 * (tiny_shards.count("test") + 3)
+    assert len(table) == 3 * (shards.count("test") + 3)
     assert "broken.jpg" not in set(table["image"])
     picture = cv2.imread(str(samples_png))
     assert picture.shape[1] == 4 * 32 * 2  # gray | constant | model | truth, at 2x
 
 
-def test_evaluation_is_logged_to_the_training_run_and_the_champion_moves_only_when_better(trained, tiny_shards, tmp_path):
+def test_evaluation_is_logged_to_the_training_run_and_the_champion_moves_only_when_better(trained, shards, tmp_path):
     model_tmp, uri = trained
     p = EvaluateParams(register_as="colorizer-test")
-    worse = with_head(trained, tmp_path / "worse", lambda k, b: (k * 8, b + 0.5))  # over-saturated, shifted hue
+    worse = with_head(trained, tmp_path / "worse", lambda k, b: (k * 8, b - 1.0))  # over-saturated, wrong hue
     results = {}
     for name, folder in (("worse", worse), ("better", model_tmp / "models"), ("worse again", worse)):
-        result, out = run_evaluate(trained, tiny_shards, tmp_path / name.replace(" ", "-"), p, model_dir=folder)
+        result, out = run_evaluate(trained, shards, tmp_path / name.replace(" ", "-"), p, model_dir=folder)
         results[name] = (result, evaluate.track(p, result, where(trained), model_dir=folder,
-                                                shards_dir=tiny_shards.root, reports=out))
+                                                shards_dir=shards.root, reports=out))
     assert results["worse"][0]["eval_rmse"] > results["better"][0]["eval_rmse"] + 5  # two really different models
+    better_test = results["better"][0]["test"]
+    assert better_test["model"]["psnr"] > max(better_test["gray"]["psnr"], better_test["constant"]["psnr"]) + 0.1
     first, second, third = (results[k][1] for k in ("worse", "better", "worse again"))
-    assert first["promoted"] and first["champion_version"] is None
-    assert second["promoted"] and second["champion_version"] == first["version"]
+    assert not first["promoted"] and "does not beat gray" in first["reason"]  # no champion yet, and still refused
+    assert second["promoted"] and second["champion_version"] is None
     assert not third["promoted"] and third["champion_version"] == second["version"]
+    tags = MlflowClient(uri).get_model_version("colorizer-test", first["version"]).tags
+    assert tags["not_promoted"] == first["reason"]
 
     client = MlflowClient(uri)
     assert client.get_model_version_by_alias("colorizer-test", "champion").version == second["version"]
@@ -130,11 +149,11 @@ def test_evaluation_is_logged_to_the_training_run_and_the_champion_moves_only_wh
                                                                             "evaluation/eval_samples.png"}
 
 
-def test_the_registered_model_is_code_not_a_pickle(trained, tiny_shards, tmp_path):
+def test_the_registered_model_is_code_not_a_pickle(trained, shards, tmp_path):
     model_tmp, uri = trained
     p = EvaluateParams(register_as="colorizer-code")
-    result, out = run_evaluate(trained, tiny_shards, tmp_path, p)
-    evaluate.track(p, result, where(trained), model_dir=model_tmp / "models", shards_dir=tiny_shards.root, reports=out)
+    result, out = run_evaluate(trained, shards, tmp_path, p)
+    evaluate.track(p, result, where(trained), model_dir=model_tmp / "models", shards_dir=shards.root, reports=out)
     mlflow.set_tracking_uri(uri)
     local = Path(mlflow.artifacts.download_artifacts("models:/colorizer-code@champion", dst_path=str(tmp_path / "dl")))
     flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
@@ -143,21 +162,21 @@ def test_the_registered_model_is_code_not_a_pickle(trained, tiny_shards, tmp_pat
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"  # loading must not need a pickle at all
     try:
         out = mlflow.pyfunc.load_model("models:/colorizer-code@champion").predict(
-            tiny_shards.load("test", limit=2)[..., colour.Y])
+            shards.load("test", limit=2)[..., colour.Y])
     finally:
         del os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"]
-    assert out.shape == (2, tiny_shards.image_size, tiny_shards.image_size, 3)
+    assert out.shape == (2, shards.image_size, shards.image_size, 3)
 
 
-def test_a_tampered_models_folder_cannot_redirect_the_tracking(trained, tiny_shards, tmp_path):
+def test_a_tampered_models_folder_cannot_redirect_the_tracking(trained, shards, tmp_path):
     tampered = tmp_path / "models"
     shutil.copytree(trained[0] / "models", tampered)
     meta = json.loads((tampered / "model.json").read_text())
     evil = tmp_path / "elsewhere.db"
     (tampered / "model.json").write_text(json.dumps(meta | {"mlflow_tracking_uri": f"sqlite:///{evil}"}))
     p = EvaluateParams(register_as="")
-    result, out = run_evaluate(trained, tiny_shards, tmp_path / "eval", p, model_dir=tampered)
-    evaluate.track(p, result, where(trained), model_dir=tampered, shards_dir=tiny_shards.root, reports=out)
+    result, out = run_evaluate(trained, shards, tmp_path / "eval", p, model_dir=tampered)
+    evaluate.track(p, result, where(trained), model_dir=tampered, shards_dir=shards.root, reports=out)
     assert not evil.exists()
     logged = MlflowClient(trained[1]).get_run(meta["mlflow_run_id"]).data.metrics
     assert logged["eval_rmse"] == pytest.approx(result["eval_rmse"])
@@ -177,11 +196,11 @@ def test_the_loader_refuses_a_model_that_carries_code(tmp_path):
         load(model_dir)
 
 
-def test_serving_answers_with_colour_images(trained, tiny_shards, tmp_path):
+def test_serving_answers_with_colour_images(trained, shards, tmp_path):
     model_tmp, uri = trained
     p = EvaluateParams(register_as="colorizer-serve")
-    result, out = run_evaluate(trained, tiny_shards, tmp_path, p)
-    evaluate.track(p, result, where(trained), model_dir=model_tmp / "models", shards_dir=tiny_shards.root, reports=out)
+    result, out = run_evaluate(trained, shards, tmp_path, p)
+    evaluate.track(p, result, where(trained), model_dir=model_tmp / "models", shards_dir=shards.root, reports=out)
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/colorizer-serve@champion",
@@ -250,13 +269,13 @@ def test_colorize_on_real_gray_photos(trained, tmp_path):
         assert cv2.imread(str(tmp_path / "out" / path.name)).shape[:2] == cv2.imread(str(path)).shape[:2]
 
 
-def test_results_table_lists_evaluated_runs_beside_the_baselines(trained, tiny_shards, tmp_path):
+def test_results_table_lists_evaluated_runs_beside_the_baselines(trained, shards, tmp_path):
     from src import results
 
     model_tmp, uri = trained
     p = EvaluateParams(register_as="")
-    result, out = run_evaluate(trained, tiny_shards, tmp_path, p)
-    evaluate.track(p, result, where(trained), model_dir=model_tmp / "models", shards_dir=tiny_shards.root, reports=out)
+    result, out = run_evaluate(trained, shards, tmp_path, p)
+    evaluate.track(p, result, where(trained), model_dir=model_tmp / "models", shards_dir=shards.root, reports=out)
     mlflow.set_tracking_uri(uri)
     meta = json.loads((model_tmp / "models" / "model.json").read_text())
     mlflow.MlflowClient(uri).set_tag(meta["mlflow_run_id"], "mlflow.note.content", "a described attempt")

@@ -177,3 +177,11 @@ def test_a_killed_training_resumes_from_its_last_epoch(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("colorizer").experiment_id])
     assert len(runs) == 1, "the resumed training must continue the same MLflow run"
     assert len(client.get_metric_history(runs[0].info.run_id, "val_rmse")) == 6
+
+
+def test_throughput_leaves_out_the_compiling_first_step(tiny_shards, tmp_path):
+    two = fit_once(tiny_shards, tmp_path / "two", replace(FAST, epochs=1, steps_per_epoch=2))
+    assert two.img_per_s > 0 and two.history["img_per_s"].notna().all()  # the second step alone was timed
+    one = fit_once(tiny_shards, tmp_path / "one", replace(FAST, epochs=1, steps_per_epoch=1))
+    assert np.isnan(one.img_per_s)  # nothing but compiling: no figure rather than a wrong one
+    assert 2 * FAST.batch_size / two.wall_s < two.img_per_s  # the whole run's average would be far lower

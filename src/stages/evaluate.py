@@ -190,7 +190,9 @@ def track(p: EvaluateParams, result: dict, where: TrainParams, model_dir: Path =
             return None
         info = serving.log(model_dir, gray[:1])
     version = mlflow.register_model(info.model_uri, p.register_as).version
-    return registry.promote_if_better(p.register_as, version, gray, truth_rgb)
+    test = result["test"]
+    return registry.promote_if_better(p.register_as, version, gray, truth_rgb, margin_db=p.champion_margin_db,
+                                      baselines={name: test[name]["psnr"] for name in ("gray", "constant")})
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -78,8 +79,10 @@ def run(p: TrainParams, shards_dir: Path = SHARD_DIR, model_dir: Path = MODEL_DI
                      if k in ("best_val_rmse", "best_epoch", "epochs", "final_rmse", "params")}
     write_json(metrics, deterministic)  # timings stay in MLflow: a DVC metric should change only with results
     shutil.rmtree(workdir, ignore_errors=True)
-    log.info("train: best val RMSE %.4f at epoch %d; %.0f img/s; run %s", result.best_val_rmse,
-             result.best_epoch + 1, result.img_per_s, active.info.run_id)
+    speed = (f"{result.img_per_s:.1f} img/s after the compiling first step" if math.isfinite(result.img_per_s)
+             else "no img/s: only the compiling first step ran")
+    log.info("train: best val RMSE %.4f at epoch %d; %s; run %s", result.best_val_rmse, result.best_epoch + 1, speed,
+             active.info.run_id)
     return summary
 
 
