@@ -131,6 +131,41 @@ def backend_failures() -> tuple[type[BaseException], ...]:
     return ()
 
 
+class StopAtTrials:
+    """Study callback: stop this worker once the study's finished trials, counting those other workers are still
+    running, reach `n`; so workers together finish exactly `n`, not one more each.
+
+    With heartbeats (RDB storage), a worker that would stop only because of others' running trials waits for
+    them instead: a trial of a dead worker turns stale after the grace period, is failed and re-queued, and this
+    worker runs the retry. Without heartbeats (journal file) a dead worker's trial is found by recover_orphans
+    when a worker starts."""
+
+    FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        storage = study._storage  # noqa: SLF001 - Optuna exposes no public accessor
+        interval = getattr(storage, "get_heartbeat_interval", lambda: None)()  # RDB storages only
+        while True:
+            if interval:
+                optuna.storages.fail_stale_trials(study)
+            count = {state: len(study.get_trials(deepcopy=False, states=(state,))) for state in (
+                *self.FINISHED, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)}
+            done = count[self.FINISHED[0]] + count[self.FINISHED[1]]
+            running, waiting = count[optuna.trial.TrialState.RUNNING], count[optuna.trial.TrialState.WAITING]
+            if done >= self.n:
+                study.stop()
+                return
+            if done + running < self.n or waiting:
+                return  # work is left for this worker
+            if not interval:
+                study.stop()  # the others' running trials complete the study
+                return
+            time.sleep(interval)  # wait: do they finish, or turn stale and come back?
+
+
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
@@ -201,9 +236,6 @@ def run_study(n_trials: int, timeout: float | None, storage: str, study_name: st
     recover_orphans(study)
     parent_id = study.user_attrs.get("mlflow_parent_run_id")
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    # a worker stops once finished plus running trials reach n_trials, so workers together run n_trials, not one
-    # more each (a running trial whose worker died is failed by the heartbeat and re-queued, then counted again)
-    taken = (*finished, optuna.trial.TrialState.RUNNING)
     with mlflow.start_run(run_id=parent_id, run_name=None if parent_id else f"tune-{study_name}") as parent:
         if not parent_id:
             study.set_user_attr("mlflow_parent_run_id", parent.info.run_id)
@@ -214,7 +246,7 @@ def run_study(n_trials: int, timeout: float | None, storage: str, study_name: st
             Objective(train, tune.epochs, shards_dir, space or load_space()),
             timeout=timeout, gc_after_trial=True, show_progress_bar=True,
             catch=TRIAL_FAILURES + backend_failures(),  # recorded as failed; the sweep goes on
-            callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=taken)],
+            callbacks=[StopAtTrials(n_trials)],
             # failed trials do not count towards n_trials; at most as many failures as trials still wanted
             n_trials=2 * max(n_trials - len(study.get_trials(deepcopy=False, states=finished)), 0),
         )

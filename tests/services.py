@@ -5,6 +5,7 @@ Where the server is absent the tests skip, saying why; with COLORIZER_REQUIRE_SE
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
@@ -86,34 +88,64 @@ def group_alive(pgid: int) -> list[int]:
     return alive
 
 
-@contextlib.contextmanager
-def mlflow_server(backend_uri: str, artifacts: Path):
-    """`mlflow server` on a free loopback port with proxied artifacts; yields its URL; stopped with SIGTERM, and
-    checked to leave no process of its group behind."""
+def wait_for(url: str, process: subprocess.Popen, what: str, seconds: float = 120) -> None:
+    """Poll `url` until it answers; fail when `process` dies or time runs out."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                pytest.fail(f"{what} did not start within {seconds:.0f} s")
+            time.sleep(0.5)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM to the process group, then check that nothing of it is left."""
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while group_alive(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not group_alive(process.pid), f"{process.args[:4]} left processes behind"
+
+
+def start(args: list[str], **env_extra: str) -> subprocess.Popen:
     from tests.repo import env
 
+    return subprocess.Popen(args, env=env() | env_extra, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_uri: str, artifacts: Path):
+    """`mlflow server` on a free loopback port with proxied artifacts; yields its URL."""
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts)],
-        env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
+    server = start([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                    "--workers", "1", "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts)])
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(uri + "/health", timeout=2).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.fail(f"mlflow server on {backend_uri} did not start within 120 s")
-                time.sleep(0.5)
-        yield uri
+        wait_for(f"http://127.0.0.1:{port}/health", server, f"mlflow server on {backend_uri}")
+        yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
-        deadline = time.monotonic() + 30
-        while group_alive(server.pid) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert not group_alive(server.pid), "mlflow server left processes behind"
+        stop(server)
+
+
+@contextlib.contextmanager
+def model_server(model_uri: str, tracking_uri: str):
+    """`mlflow models serve` of `model_uri` on a free loopback port; yields its base URL."""
+    port = free_port()
+    server = start([sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+                    "-h", "127.0.0.1", "-p", str(port)], MLFLOW_TRACKING_URI=tracking_uri)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/ping", server, f"model server for {model_uri}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(server)
+
+
+def invoke(base: str, images: list[np.ndarray], timeout: float = 120) -> np.ndarray:
+    """POST gray images to a model server's /invocations; its predictions as uint8."""
+    body = json.dumps({"inputs": [im.tolist() for im in images]}).encode()
+    request = urllib.request.Request(base + "/invocations", data=body, headers={"Content-Type": "application/json"})
+    return np.array(json.loads(urllib.request.urlopen(request, timeout=timeout).read())["predictions"], np.uint8)

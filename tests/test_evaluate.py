@@ -3,11 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import shutil
-import time
 import urllib.error
 import urllib.request
 from dataclasses import replace
@@ -25,8 +21,7 @@ from src.params import EvaluateParams, TrainParams
 from src.predict import load
 from src.stages import evaluate, train
 from tests.conftest import build_shards, photo, shared_folder
-from tests.repo import env
-from tests.services import free_port
+from tests.services import invoke, model_server
 from tests.test_train import FAST
 
 
@@ -201,42 +196,19 @@ def test_serving_answers_with_colour_images(trained, shards, tmp_path):
     p = EvaluateParams(register_as="colorizer-serve")
     result, out = run_evaluate(trained, shards, tmp_path, p)
     evaluate.track(p, result, where(trained), model_dir=model_tmp / "models", shards_dir=shards.root, reports=out)
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/colorizer-serve@champion",
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        env=env() | {"MLFLOW_TRACKING_URI": uri}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(base + "/ping", timeout=2).read()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "model server did not start"
-                time.sleep(0.5)
-        gray = cv2.cvtColor(photo((48, 80), seed=7), cv2.COLOR_BGR2GRAY)
-        request = urllib.request.Request(base + "/invocations", data=json.dumps({"inputs": [gray.tolist()]}).encode(),
-                                         headers={"Content-Type": "application/json"})
-        reply = np.array(json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"])
+    gray = cv2.cvtColor(photo((48, 80), seed=7), cv2.COLOR_BGR2GRAY)
+    with model_server("models:/colorizer-serve@champion", uri) as base:
+        reply = invoke(base, [gray])
         assert reply.shape == (1, 48, 80, 3)
-        rgb = reply[0].astype(np.uint8)
+        rgb = reply[0]
         luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(int)
         assert np.abs(luma - gray).mean() < 3  # the reply keeps the photo's own brightness
         gray_model = with_head(trained, tmp_path / "gray", lambda k, b: (k * 0, b * 0))  # chroma 0 everywhere
         gray_reply = load(gray_model).colorize([gray])[0]
         assert mean_chroma(gray_reply) < 1 and mean_chroma(rgb) > 5  # colour, not a gray picture
-        too_big = urllib.request.Request(base + "/invocations", headers={"Content-Type": "application/json"},
-                                         data=json.dumps({"inputs": np.zeros((1, 8000, 7000), np.uint8).tolist()}).encode())
         with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(too_big, timeout=120)
+            invoke(base, [np.zeros((8000, 7000), np.uint8)])
         assert refused.value.code == 400 and "refused" in refused.value.read().decode()
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
 
 def test_colorize_writes_full_resolution_colour_photos_and_skips_bad_files(trained, tmp_path):

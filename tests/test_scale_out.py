@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import cv2
@@ -22,7 +21,7 @@ from src import tune
 from tests.conftest import ROOT, photo
 from tests.repo import dvc, env
 from tests.repo import run as run_cmd
-from tests.services import free_port, mlflow_server
+from tests.services import invoke, mlflow_server, model_server
 from tests.test_gate import set_params
 from tests.test_tune import logs, worker
 
@@ -125,32 +124,6 @@ def test_two_logical_devices_split_the_batch_and_match_one_device(tiny_shards):
     assert two["val_rmse"] == pytest.approx(one["val_rmse"], rel=TOLERANCE)
 
 
-def serve_and_colour(model_uri: str, tracking_uri: str, gray: np.ndarray) -> np.ndarray:
-    """`mlflow models serve` on a free loopback port; one request; the reply as uint8 RGB."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port)],
-        env=env() | {"MLFLOW_TRACKING_URI": tracking_uri}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(base + "/ping", timeout=2).read()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "model server did not start"
-                time.sleep(0.5)
-        request = urllib.request.Request(base + "/invocations", data=json.dumps({"inputs": [gray.tolist()]}).encode(),
-                                         headers={"Content-Type": "application/json"})
-        return np.array(json.loads(urllib.request.urlopen(request, timeout=120).read())["predictions"][0], np.uint8)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-
-
 @pytest.mark.slow
 def test_the_pipeline_tuning_and_serving_through_an_mlflow_server_on_postgres(reproduced, tmp_path, pg_databases):
     """The README's team setup: MLflow server on PostgreSQL (proxied artifacts), Optuna on PostgreSQL. The clone
@@ -184,7 +157,8 @@ def test_the_pipeline_tuning_and_serving_through_an_mlflow_server_on_postgres(re
                  "models:/colorizer@champion"], repo, env=env() | {"MLFLOW_TRACKING_URI": uri})
         coloured = cv2.imread(str(tmp_path / "out" / "old.png"))
         assert coloured.shape == (64, 96, 3)
-        served = serve_and_colour("models:/colorizer@champion", uri, gray)
+        with model_server("models:/colorizer@champion", uri) as base:
+            (served,) = invoke(base, [gray])
         assert served.shape == (64, 96, 3)
         assert np.abs(served.astype(int) - coloured[..., ::-1]).max() <= 1  # the same model, the same pixels
 
