@@ -33,8 +33,8 @@ def is_current(metrics: Path = EVAL_METRICS, root: Path = ROOT) -> tuple[bool, s
     """Does `metrics` belong to the current dvc.lock, and does dvc.lock match the code, params and data?"""
     if not metrics.exists():
         return False, f"{metrics.name} is missing: run `dvc repro`"
-    recorded = {o["path"]: o.get("md5") for o in provenance.lock_stage(EVAL_STAGE, root / "dvc.lock").get("outs", [])}
-    recorded |= {m["path"]: m.get("md5") for m in provenance.lock_stage(EVAL_STAGE, root / "dvc.lock").get("metrics", [])}
+    stage = provenance.lock_stage(EVAL_STAGE, root / "dvc.lock")
+    recorded = {o["path"]: o.get("md5") for o in stage.get("outs", []) + stage.get("metrics", [])}
     rel = metrics.resolve().relative_to(root.resolve()).as_posix()
     if recorded.get(rel) != provenance.file_md5(metrics):
         return False, f"{rel} is not the one dvc.lock records: run `dvc repro`"

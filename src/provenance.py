@@ -32,18 +32,19 @@ def params_sha256(path: Path = PARAMS_FILE) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
 
+def lock_stages(lock: Path = DVC_LOCK) -> dict:
+    """dvc.lock's stages ({} before the first run)."""
+    return (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock.exists() else {}
+
+
 def lock_stage(stage: str, lock: Path = DVC_LOCK) -> dict:
     """dvc.lock's record of one stage ({} before its first run)."""
-    if not lock.exists():
-        return {}
-    return (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(stage, {})
+    return lock_stages(lock).get(stage, {})
 
 
 def dvc_hash(out: str, lock: Path = DVC_LOCK) -> str:
     """The md5 DVC recorded in dvc.lock for an output path (relative to the repo), or '' before the first run."""
-    if not lock.exists():
-        return ""
-    for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
+    for stage in lock_stages(lock).values():
         for entry in stage.get("outs", []):
             if entry.get("path") == out:
                 return entry.get("md5", "")

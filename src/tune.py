@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -151,10 +152,9 @@ class StopAtTrials:
         while True:
             if interval:
                 optuna.storages.fail_stale_trials(study)
-            count = {state: len(study.get_trials(deepcopy=False, states=(state,))) for state in (
-                *self.FINISHED, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)}
-            done = count[self.FINISHED[0]] + count[self.FINISHED[1]]
-            running, waiting = count[optuna.trial.TrialState.RUNNING], count[optuna.trial.TrialState.WAITING]
+            states = Counter(t.state for t in study.get_trials(deepcopy=False))
+            done = states[self.FINISHED[0]] + states[self.FINISHED[1]]
+            running, waiting = states[optuna.trial.TrialState.RUNNING], states[optuna.trial.TrialState.WAITING]
             if done >= self.n:
                 study.stop()
                 return
