@@ -220,6 +220,32 @@ class Objective:
         return value
 
 
+PARENT_WAIT_S = 60
+
+
+def open_study(name: str, storage, sampler, pruner) -> tuple[optuna.Study, bool]:
+    """Create the study, or load it when it exists; True when this worker created it.
+
+    The storage creates a study name once, so of workers started together exactly one is the creator: it alone
+    opens the MLflow parent run, and the others join it (wait_for_parent) instead of each opening their own."""
+    try:
+        return optuna.create_study(study_name=name, direction="minimize", storage=storage, sampler=sampler,
+                                   pruner=pruner), True
+    except optuna.exceptions.DuplicatedStudyError:
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner), False
+
+
+def wait_for_parent(study: optuna.Study, timeout: float = PARENT_WAIT_S) -> str | None:
+    """The parent run the study's creator records a moment after creating it; None if it never does (it died
+    in between: this worker opens the parent instead)."""
+    deadline = time.monotonic() + timeout
+    while (parent_id := study.user_attrs.get("mlflow_parent_run_id")) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if parent_id is None:
+        log.warning("study %s has no MLflow parent run after %.0f s: opening one", study.study_name, timeout)
+    return parent_id
+
+
 def run_study(n_trials: int, timeout: float | None, storage: str, study_name: str, tune: TuneParams,
               train: TrainParams, shards_dir: Path = SHARD_DIR, out: Path = TUNE_DIR,
               space: dict | None = None) -> optuna.Study:
@@ -229,12 +255,10 @@ def run_study(n_trials: int, timeout: float | None, storage: str, study_name: st
     from src import tracking
 
     tracking.connect(tracking.resolve_uri(train.tracking_uri), train.experiment)
-    study = optuna.create_study(study_name=study_name, direction="minimize",
-                                storage=storage_for(storage, tune.heartbeat_interval, tune.grace_period),
-                                sampler=optuna.samplers.TPESampler(seed=tune.seed), pruner=make_pruner(tune.pruner),
-                                load_if_exists=True)
+    study, created = open_study(study_name, storage_for(storage, tune.heartbeat_interval, tune.grace_period),
+                                optuna.samplers.TPESampler(seed=tune.seed), make_pruner(tune.pruner))
     recover_orphans(study)
-    parent_id = study.user_attrs.get("mlflow_parent_run_id")
+    parent_id = None if created else wait_for_parent(study)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     with mlflow.start_run(run_id=parent_id, run_name=None if parent_id else f"tune-{study_name}") as parent:
         if not parent_id:

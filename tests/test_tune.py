@@ -115,6 +115,28 @@ def test_workers_started_together_after_a_crash_requeue_each_orphan_once(tmp_pat
     assert sorted(waiting) == [0, 1]
 
 
+@pytest.mark.parametrize("backend", ["journal", "postgresql"])
+def test_workers_started_together_agree_on_one_parent_run(tmp_path, request, backend):
+    """Exactly one of them creates the study and opens the parent; the others wait for it (a slow creator too)."""
+    storage = str(tmp_path / "journal.log") if backend == "journal" else request.getfixturevalue("pg_url")
+    go = tmp_path / "go"
+    code = ("import optuna, os, pathlib, time; from src import tune; "
+            f"go = pathlib.Path({str(go)!r})\nwhile not go.exists(): time.sleep(0.001)\n"
+            f"study, created = tune.open_study('shared', tune.storage_for({storage!r}), None, None)\n"
+            "if created:\n    time.sleep(1.0); study.set_user_attr('mlflow_parent_run_id', f'run-{os.getpid()}')\n"
+            "print(created, study.user_attrs['mlflow_parent_run_id'] if created else tune.wait_for_parent(study))")
+    if backend == "postgresql":  # the schema exists before the race, as after any first worker
+        tune.storage_for(storage)
+    workers = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env())
+               for _ in range(4)]
+    time.sleep(3)  # all four wait at the same line
+    go.touch()
+    said = [w.communicate(timeout=120)[0].split() for w in workers]
+    assert all(w.returncode == 0 for w in workers)
+    creators = [pid for created, pid in said if created == "True"]
+    assert len(creators) == 1 and {parent for _, parent in said} == {creators[0]}
+
+
 def test_apply_writes_the_best_params_into_params_yaml_keeping_comments(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
