@@ -19,6 +19,15 @@ def git_status() -> str:
     return subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
 
 
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist, tests of the session's reproduced pipeline share one worker (it is built once), and the
+    longest tests start first so that the two workers finish together."""
+    for item in items:
+        if "reproduced" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("reproduced"))
+    items.sort(key=lambda item: ("reproduced" not in item.fixturenames, item.get_closest_marker("slow") is None))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def repository_untouched():
     """Tests work in temporary folders: the checkout must look the same after the session as before."""
