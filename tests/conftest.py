@@ -19,6 +19,7 @@ def git_status() -> str:
     return subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
     """Under pytest-xdist, tests of the session's reproduced pipeline share one worker (it is built once), and the
     longest tests start first so that the two workers finish together."""

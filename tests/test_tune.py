@@ -157,7 +157,7 @@ def worker(tiny_shards, tmp: Path, n_trials: int, storage: str = "", *extra: str
     log = open(tmp / f"worker-{time.monotonic_ns()}.log", "w")
     return subprocess.Popen(
         [sys.executable, "-m", "src.tune", "--n-trials", str(n_trials), "--storage", storage or str(tmp / "journal.log"),
-         "--study-name", "shared", "--shards", str(tiny_shards.root), "--epochs", "2",
+         "--study-name", "shared", "--shards", str(tiny_shards.root), "--epochs", "1",
          "--out", str(tmp / "reports"), *extra],
         env=env() | {"MLFLOW_TRACKING_URI": tracking_uri or f"sqlite:///{tmp / 'mlflow.db'}"}, stdout=log,
         stderr=subprocess.STDOUT, start_new_session=True,
