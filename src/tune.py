@@ -191,6 +191,11 @@ class Objective:
         from src.shards import ShardSet
         from src.tracking import EpochLogger
 
+        storage = trial.study._storage  # noqa: SLF001 - Optuna exposes no public accessor
+        if optuna.storages._heartbeat.is_heartbeat_enabled(storage):  # noqa: SLF001
+            # a first beat now: the heartbeat thread records its first only when it gets the GIL, and a trial
+            # whose worker dies before any beat is never found stale, so no worker would ever retry it
+            storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("host", HOST)
         p = apply_values(self.base, suggest(trial, self.space))

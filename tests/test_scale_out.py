@@ -86,11 +86,12 @@ def test_a_killed_worker_s_trial_is_failed_by_the_heartbeat_and_retried_by_the_o
     first.wait()
     assert second.wait(timeout=900) == 0, logs(tmp_path)
     study = load(pg_url)
-    assert study.trials[victim].state == optuna.trial.TrialState.FAIL
+    seen = [(t.number, t.state.name, t.user_attrs.get("pid"), t.system_attrs.get("failed_trial")) for t in study.trials]
+    assert study.trials[victim].state == optuna.trial.TrialState.FAIL, (victim, first.pid, seen)
     retries = [t for t in study.trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == victim]
-    assert len(retries) == 1 and retries[0].state in FINISHED
+    assert len(retries) == 1 and retries[0].state in FINISHED, (victim, seen)
     assert retries[0].params == study.trials[victim].params
-    assert sum(t.state in FINISHED for t in study.trials) == 5
+    assert sum(t.state in FINISHED for t in study.trials) == 5, (victim, seen)
 
 
 def fit_on_devices(shards_root: Path, devices: int) -> dict:
