@@ -134,12 +134,16 @@ def read_bytes(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
 
 def read(path: Path, max_pixels: int, max_bytes: int = MAX_FILE_BYTES) -> Photo:
     """Decode one file; anything that goes wrong is a Skip with its reason, so callers skip only that file."""
-    data = read_bytes(path, max_bytes)
+    return decode_or_skip(read_bytes(path, max_bytes), max_pixels)
+
+
+def decode_or_skip(data: bytes, max_pixels: int) -> Photo:
+    """decode(), with any error of the decoder turned into a Skip: one bad file, not the end of the command."""
     try:
         return decode(data, max_pixels)
     except Skip:
         raise
-    except Exception as exc:  # noqa: BLE001 - a decoder's surprise is one bad file, not the end of the command
+    except Exception as exc:  # noqa: BLE001
         raise Skip(f"error: {type(exc).__name__}: {exc}") from exc
 
 

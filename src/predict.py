@@ -38,19 +38,23 @@ class Colorizer:
         """uint8 gray (n, s, s, 1) -> encoded chroma (n, s, s, 2)."""
         return self.decode(self.scores(gray, batch_size))
 
-    def colorize(self, images: list[np.ndarray], batch_size: int = 16) -> list[np.ndarray]:
+    def model_input(self, images: list[np.ndarray]) -> np.ndarray:
+        """Colour or gray uint8 images of any size -> the model's uint8 gray input (n, s, s, 1)."""
+        size = self.image_size
+        return np.stack([cv2.resize(colour.model_gray(im, self.spec.gray), (size, size), interpolation=cv2.INTER_AREA)
+                         for im in images])[..., None]
+
+    def colorize(self, images: list[np.ndarray], batch_size: int = 16,
+                 scores: np.ndarray | None = None) -> list[np.ndarray]:
         """Colour or gray uint8 images of any size -> BGR at their full resolution.
 
         Chroma is predicted at the model's resolution, upsampled, and combined with the full-resolution luma.
+        `scores`: the model's raw outputs for model_input(images), when already computed (re-decoding with other
+        settings runs no network).
         """
-        size = self.image_size
-        small = np.stack([cv2.resize(colour.model_gray(im, self.spec.gray), (size, size), interpolation=cv2.INTER_AREA)
-                          for im in images])[..., None]
-        encoded = self.predict(small, batch_size)
-        out = []
-        for im, enc in zip(images, encoded):
-            out.append(self.render(im if im.ndim == 2 else colour.luma(im), enc))
-        return out
+        if scores is None:
+            scores = self.scores(self.model_input(images), batch_size)
+        return [self.render(im if im.ndim == 2 else colour.luma(im), enc) for im, enc in zip(images, self.decode(scores))]
 
     def render(self, luma: np.ndarray, encoded: np.ndarray) -> np.ndarray:
         """Encoded chroma at model resolution + the photo's luma (h, w) -> uint8 BGR (h, w, 3) at the photo's size."""
