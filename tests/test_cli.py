@@ -8,7 +8,7 @@ from tests.repo import env
 
 COMMANDS = ["src.stages.download", "src.stages.hsv_split", "src.stages.shard", "src.stages.train",
             "src.stages.evaluate", "src.colorize", "src.tune", "src.gate", "src.profile", "src.results", "src.calibrate",
-            "benchmarks.data_pipeline", "benchmarks.training"]
+            "src.app", "benchmarks.data_pipeline", "benchmarks.training", "benchmarks.colorize", "benchmarks.app"]
 
 
 @pytest.mark.parametrize("module", COMMANDS)

@@ -10,7 +10,7 @@ from packaging.utils import canonicalize_name
 from tests.conftest import ROOT
 
 LOCK = ROOT / "requirements.lock"
-COMPILE = "uv pip compile pyproject.toml --extra dev --extra postgres --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements.lock"
+COMPILE = "uv pip compile pyproject.toml --extra dev --extra postgres --extra app --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements.lock"
 
 
 def declared() -> list[Requirement]:

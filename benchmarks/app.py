@@ -1,0 +1,100 @@
+"""Web app latency: upload to result for a 256x256 and a 12 MP photo, beside colorize's own time in the same run.
+
+    python -m benchmarks.app                 # the pipeline's models/
+    python -m benchmarks.app --models DIR
+
+Starts `python -m src.app` on a free loopback port and times, per size (median of the runs): Colorizer.colorize
+in this process (what `python -m src.colorize` runs per photo), the HTTP API (POST /api/colorize: upload, decode,
+colour, PNG back), and the page in Debian's chromium (file chosen, "Colourise" clicked, until the PNG's download
+link shows), after one warm-up of each.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import requests
+
+from benchmarks.colorize import SIZES
+from benchmarks.common import save
+from src.paths import MODEL_DIR
+from tests.services import free_port, start, stop, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+RUNS = 3
+
+
+def timed(fn, runs: int = RUNS) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(runs):
+        start_ = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start_)
+    return statistics.median(times)
+
+
+def page_timer(base: str):
+    from playwright.sync_api import sync_playwright
+
+    pw = sync_playwright().start()
+    browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+    page = browser.new_page()
+
+    def once(path: Path) -> None:
+        page.goto(base)
+        page.set_input_files("#photos input[type=file]", [str(path)])
+        page.click("#colourise")
+        page.locator("#downloads a[download]").first.wait_for(timeout=300_000)
+
+    return once, lambda: (browser.close(), pw.stop())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=Path, default=MODEL_DIR)
+    args = parser.parse_args(argv)
+    from skimage import data
+
+    from src.predict import load
+
+    colorizer = load(args.models)
+    photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
+    port = free_port()
+    server = start([sys.executable, "-m", "src.app", "--model", str(args.models), "--port", str(port), "--mlflow-ui", ""])
+    base = f"http://127.0.0.1:{port}"
+    results = {"model": str(args.models), "image_size": colorizer.image_size, "runs": RUNS}
+    try:
+        wait_for(base, server, "the web app", seconds=300)
+        browser, close = page_timer(base) if Path(CHROMIUM).exists() else (None, None)
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, (h, w, _) in SIZES.items():
+                gray = cv2.resize(photo, (w, h), interpolation=cv2.INTER_CUBIC)
+                path = Path(tmp) / f"{h}x{w}.png"
+                cv2.imwrite(str(path), gray)
+                row = {"colorize_s": timed(lambda: colorizer.colorize([gray]))}
+
+                def post(path=path):
+                    reply = requests.post(f"{base}/api/colorize", files={"photo": path.open("rb")}, timeout=600)
+                    reply.raise_for_status()
+
+                row["http_api_s"] = timed(post)
+                if browser:
+                    row["page_s"] = timed(lambda path=path: browser(path))
+                results[name] = {k: round(v, 3) for k, v in row.items()} | {
+                    f"{k[:-2]}_x_colorize": round(v / row["colorize_s"], 2) for k, v in row.items() if k != "colorize_s"}
+                print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in results[name].items()))
+        if close:
+            close()
+    finally:
+        stop(server)
+    print(f"wrote {save('app', results)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,285 @@
+"""A local web page to colour photos: drop black-and-white (or colour) photos, compare, download.
+
+    python -m src.app                                       # the registry's colorizer@champion, else models/
+    python -m src.app --model models:/colorizer/3 --port 7861
+    python -m src.app --host 0.0.0.0                        # reachable from your network: see README
+
+The same model and code path as `python -m src.colorize`: colour photos are made gray first, chroma is predicted
+at the model's size and combined with the photo's own full-resolution luma. The vividness controls (bins models)
+re-decode the network's stored outputs, so moving them runs no network. Besides the page, a plain HTTP API:
+`curl -F photo=@old.jpg http://127.0.0.1:7860/api/colorize -o coloured.png`.
+Needs the app extra: pip install -e ".[app]".
+"""
+# No `from __future__ import annotations`: FastAPI and Gradio read the handlers' annotations at run time.
+
+import argparse
+import dataclasses
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import urllib.request
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from src import images
+from src.colorize import MAX_PIXELS, output_names
+from src.paths import MODEL_DIR
+from src.predict import Colorizer
+
+log = logging.getLogger(__name__)
+REGISTERED = "models:/colorizer@champion"
+MAX_UPLOAD_MB = 50
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The model the page serves and where it came from."""
+
+    colorizer: Colorizer
+    source: str
+    version: str = ""
+    run_id: str = ""
+    run_url: str = ""
+
+    def describe(self) -> str:
+        what = f"`{self.source}`" + (f" (version {self.version})" if self.version else "")
+        run = f", run [{self.run_id}]({self.run_url})" if self.run_url else f", run `{self.run_id}`" if self.run_id else ""
+        return f"Model: {what}{run}."
+
+
+def load(spec: str | None, ui_url: str) -> Loaded:
+    """`spec`: a model folder or an MLflow URI; None: the registry's champion when the tracking store has one,
+    else the pipeline's models/."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from src import tracking
+    from src.predict import META_FILE
+    from src.predict import load as load_folder
+
+    uri = tracking.resolve_uri()
+    mlflow.set_tracking_uri(uri)
+    if spec is None:
+        spec = REGISTERED if _champion(MlflowClient(uri)) else str(MODEL_DIR)
+    if "://" in spec or spec.startswith(("models:/", "runs:/")):
+        colorizer = mlflow.pyfunc.load_model(spec).unwrap_python_model().colorizer
+        version = _champion(MlflowClient(uri)) if spec == REGISTERED else None
+        run_id = version.run_id if version else ""
+        loaded = Loaded(colorizer, spec, version.version if version else "", run_id)
+    else:
+        import json
+
+        meta = json.loads((Path(spec) / META_FILE).read_text()) if (Path(spec) / META_FILE).exists() else {}
+        loaded = Loaded(load_folder(spec), spec, run_id=meta.get("mlflow_run_id", ""))
+    base = uri if uri.startswith(("http://", "https://")) else ui_url
+    if loaded.run_id and base and _reachable(base):
+        experiment = MlflowClient(uri).get_run(loaded.run_id).info.experiment_id
+        loaded = dataclasses.replace(loaded, run_url=f"{base.rstrip('/')}/#/experiments/{experiment}/runs/{loaded.run_id}")
+    return loaded
+
+
+def _champion(client):
+    try:
+        return client.get_model_version_by_alias("colorizer", "champion")
+    except Exception:  # noqa: BLE001 - no registry, no model, no alias: all mean "none"
+        return None
+
+
+def _reachable(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def gray_photo(data: bytes) -> np.ndarray:
+    """An uploaded file's bytes -> its uint8 gray image, as colorize reads files; images.Skip says why not."""
+    return cv2.cvtColor(images.decode_or_skip(data, MAX_PIXELS).bgr, cv2.COLOR_BGR2GRAY)
+
+
+@dataclass
+class Photo:
+    name: str
+    gray: np.ndarray  # full resolution
+    scores: np.ndarray  # the network's raw outputs at the model's size
+
+
+class Studio:
+    """What the page does, without the page: colour uploads, re-decode them, write the downloads."""
+
+    def __init__(self, loaded: Loaded, workdir: Path):
+        self.loaded, self.workdir = loaded, workdir
+
+    def colourise(self, paths: list[str]) -> tuple[list[Photo], list[str]]:
+        """Uploaded files -> photos with the network's outputs, and one line per file that could not be read."""
+        photos, problems = [], []
+        names = output_names([Path(p) for p in paths])
+        for path in paths:
+            try:
+                gray = gray_photo(images.read_bytes(Path(path)))
+            except images.Skip as skip:
+                problems.append(f"{Path(path).name}: {skip}")
+                continue
+            colorizer = self.loaded.colorizer
+            photos.append(Photo(names[Path(path)], gray, colorizer.scores(colorizer.model_input([gray]))[0]))
+        return photos, problems
+
+    def render(self, photos: list[Photo], temperature: float, boost: float) -> tuple[list[np.ndarray], list[Path]]:
+        """BGR results at full resolution and their PNG files (plus a zip when there are several)."""
+        base = self.loaded.colorizer
+        colorizer = dataclasses.replace(base, spec=dataclasses.replace(base.spec, temperature=temperature, boost=boost))
+        out = self.workdir / uuid.uuid4().hex
+        out.mkdir(parents=True)
+        results, files = [], []
+        for photo in photos:
+            (bgr,) = colorizer.colorize([photo.gray], scores=photo.scores[None])
+            cv2.imwrite(str(out / photo.name), bgr)
+            results.append(bgr)
+            files.append(out / photo.name)
+        if len(files) > 1:
+            with zipfile.ZipFile(out / "coloured.zip", "w") as archive:
+                for f in files:
+                    archive.write(f, f.name)
+            files.append(out / "coloured.zip")
+        return results, files
+
+
+def rgb(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB if image.ndim == 2 else cv2.COLOR_BGR2RGB)
+
+
+def build(studio: Studio):
+    """The Gradio page."""
+    import gradio as gr
+
+    from src.stages.download import sample_photos
+
+    spec = studio.loaded.colorizer.spec
+    bins = spec.target == "bins"
+
+    def show(photos, temperature, boost, problems=()):
+        results, files = studio.render(photos, temperature, boost)
+        pairs = [(rgb(p.gray), rgb(r)) for p, r in zip(photos, results)]
+        note = "\n".join(f"- skipped {line}" for line in problems)
+        return pairs, pairs[0], [(b, p.name) for (_, b), p in zip(pairs, photos)], [str(f) for f in files], note
+
+    def on_colourise(paths, temperature, boost):
+        if not paths:
+            raise gr.Error("Choose one or more photos first.")
+        photos, problems = studio.colourise(paths)
+        if not photos:
+            raise gr.Error("No photo could be read: " + "; ".join(problems))
+        pairs, first, gallery, files, note = show(photos, temperature, boost, problems)
+        return photos, pairs, first, gallery, files, note
+
+    def on_vividness(photos, temperature, boost):
+        if not photos:
+            return [], None, [], [], ""
+        pairs, first, gallery, files, _ = show(photos, temperature, boost)
+        return pairs, first, gallery, files, gr.skip()
+
+    def on_select(pairs, evt: gr.SelectData):
+        return pairs[evt.index]
+
+    with gr.Blocks(title="colorizer") as page:
+        gr.Markdown(f"# Colour black-and-white photos\n{studio.loaded.describe()} Colour photos are made gray "
+                    "first. Colour is predicted at the model's size and laid over each photo's own full-resolution "
+                    "gray, exactly as `python -m src.colorize` does.")
+        with gr.Row():
+            upload = gr.File(label="Photos", file_count="multiple", file_types=["image"], type="filepath",
+                             elem_id="photos")
+            with gr.Column():
+                gr.Markdown("Vividness controls decode a bins model's colour classes; this model predicts colour "
+                            "directly.", visible=not bins)
+                temperature = gr.Slider(0.2, 1.0, value=spec.temperature, step=0.01, visible=bins,
+                                        label="Vividness: temperature (lower: bolder colour where the model is sure)")
+                boost = gr.Slider(0.0, 16.0, value=spec.boost, step=0.5, visible=bins,
+                                  label="Vividness: colour boost (higher: favours colourful over gray)")
+                go = gr.Button("Colourise", variant="primary", elem_id="colourise")
+        note = gr.Markdown(elem_id="note")
+        slider = gr.ImageSlider(label="Before / after (drag)", type="numpy", format="png", elem_id="slider")
+        gallery = gr.Gallery(label="Results: click one to compare it above", columns=4, height=260, object_fit="contain", format="png",
+                             elem_id="gallery")
+        downloads = gr.File(label="Download (PNG each, and a zip of all)", file_count="multiple", elem_id="downloads")
+        photos, pairs = gr.State([]), gr.State([])
+        gr.Examples([[[str(path)]] for path, _ in sample_photos()[:4]], inputs=upload, label="Sample photos")
+        outputs = [pairs, slider, gallery, downloads, note]
+        go.click(on_colourise, [upload, temperature, boost], [photos, *outputs], api_visibility="private")
+        for control in (temperature, boost):
+            control.release(on_vividness, [photos, temperature, boost], outputs, api_visibility="private")
+        gallery.select(on_select, pairs, slider, api_visibility="private")
+    return page
+
+
+def api(studio: Studio, max_bytes: int):
+    """FastAPI app: POST /api/colorize (multipart field `photo`) -> PNG; the page is mounted at /."""
+    from fastapi import FastAPI, HTTPException, Request, Response
+
+    app = FastAPI(title="colorizer")
+
+    @app.post("/api/colorize", response_class=Response)
+    async def colorize(request: Request) -> Response:
+        if int(request.headers.get("content-length") or 0) > max_bytes:
+            raise HTTPException(413, f"upload larger than {max_bytes} bytes")
+        form = await request.form(max_files=1)
+        upload = form.get("photo")
+        if upload is None or not hasattr(upload, "read"):
+            raise HTTPException(400, "send the photo as the multipart field 'photo'")
+        data = await upload.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise HTTPException(413, f"upload larger than {max_bytes} bytes")
+        try:
+            gray = gray_photo(data)
+        except images.Skip as skip:
+            raise HTTPException(400, f"{upload.filename}: {skip}") from skip
+        (bgr,) = studio.loaded.colorizer.colorize([gray])
+        return Response(cv2.imencode(".png", bgr)[1].tobytes(), media_type="image/png")
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help=f"model folder or MLflow URI (default: {REGISTERED} if registered, "
+                                        f"else {MODEL_DIR})")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
+    parser.add_argument("--max-upload-mb", type=int, default=MAX_UPLOAD_MB, help="per file (default: %(default)s)")
+    parser.add_argument("--mlflow-ui", default="http://127.0.0.1:5000",
+                        help="`mlflow ui` to link the model's run to, when reachable (default: %(default)s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        import gradio as gr
+        import uvicorn
+    except ImportError:
+        log.error('the web app needs its extra: pip install -e ".[app]"')
+        return 1
+    try:
+        loaded = load(args.model, args.mlflow_ui)
+    except (FileNotFoundError, OSError) as exc:
+        log.error("cannot load model %s: %s", args.model or MODEL_DIR, exc)
+        return 1
+    workdir = Path(tempfile.mkdtemp(prefix="colorizer-app-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(workdir / "uploads")  # uploads land here; removed on exit
+    try:
+        studio = Studio(loaded, workdir / "results")
+        app = gr.mount_gradio_app(api(studio, args.max_upload_mb * 2**20), build(studio), path="/",
+                                  max_file_size=f"{args.max_upload_mb}mb", allowed_paths=[str(workdir)])
+        log.info("%s serving at http://%s:%d (Ctrl+C stops)", loaded.describe(), args.host, args.port)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
