@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import urllib.request
@@ -257,24 +258,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="`mlflow ui` to link the model's run to, when reachable (default: %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        import gradio as gr
-        import uvicorn
-    except ImportError:
-        log.error('the web app needs its extra: pip install -e ".[app]"')
-        return 1
-    try:
-        loaded = load(args.model, args.mlflow_ui)
-    except (FileNotFoundError, OSError) as exc:
-        log.error("cannot load model %s: %s", args.model or MODEL_DIR, exc)
-        return 1
     workdir = Path(tempfile.mkdtemp(prefix="colorizer-app-"))
-    os.environ["GRADIO_TEMP_DIR"] = str(workdir / "uploads")  # uploads land here; removed on exit
+    os.environ["GRADIO_TEMP_DIR"] = str(workdir / "uploads")  # read when Gradio is imported; removed on exit
     try:
+        try:
+            import gradio as gr
+            import uvicorn
+        except ImportError:
+            log.error('the web app needs its extra: pip install -e ".[app]"')
+            return 1
+        try:
+            loaded = load(args.model, args.mlflow_ui)
+        except (FileNotFoundError, OSError) as exc:
+            log.error("cannot load model %s: %s", args.model or MODEL_DIR, exc)
+            return 1
         studio = Studio(loaded, workdir / "results")
         app = gr.mount_gradio_app(api(studio, args.max_upload_mb * 2**20), build(studio), path="/",
                                   max_file_size=f"{args.max_upload_mb}mb", allowed_paths=[str(workdir)])
         log.info("%s serving at http://%s:%d (Ctrl+C stops)", loaded.describe(), args.host, args.port)
+        # uvicorn stops gracefully on SIGTERM, then re-raises it: as an exit, so the folder below is removed
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import zipfile
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import requests
 
-from src.colour import luma
+from src.colour import chroma_bins, luma
 from tests.conftest import photo
 from tests.services import free_port, start, stop, unavailable, wait_for
 from tests.test_evaluate import shards, trained  # noqa: F401  fixtures: a model that learnt real colours
@@ -31,11 +32,11 @@ def mean_chroma(bgr: np.ndarray) -> float:
 
 
 @contextlib.contextmanager
-def app_server(trained, *args: str):
+def app_server(trained, *args: str, **env: str):
     model_tmp, uri = trained
     port = free_port()
     server = start([sys.executable, "-m", "src.app", "--model", str(model_tmp / "models"), "--port", str(port),
-                    "--mlflow-ui", "", *args], MLFLOW_TRACKING_URI=uri)
+                    "--mlflow-ui", "", *args], MLFLOW_TRACKING_URI=uri, **env)
     try:
         wait_for(f"http://127.0.0.1:{port}/", server, "the web app")
         yield f"http://127.0.0.1:{port}"
@@ -154,3 +155,34 @@ def test_uploads_over_the_limit_are_refused(app, tmp_path):
     refused = requests.post(f"{app}/api/colorize", files={"photo": big.open("rb")}, timeout=60)
     assert refused.status_code == 413 and "larger than 1048576 bytes" in refused.json()["detail"]
     assert requests.get(app, timeout=30).status_code == 200  # and the app still serves
+
+
+def test_vividness_re_decodes_stored_outputs_without_the_network(tmp_path):
+    from src import app as web
+    from src.model import build_model
+    from src.params import ModelParams
+    from src.pipeline import InputSpec
+    from src.predict import Colorizer
+
+    model = build_model(ModelParams(encoder="light", encoder_widths=(8, 16), decoder_widths=(8,), target="bins"), 32)
+    colorizer = Colorizer(model, InputSpec("luma", "bins", 1.0, 0.0), 32)
+    path, gray = gray_file(tmp_path, "old.png", (40, 56), seed=6)
+    studio = web.Studio(web.Loaded(colorizer, "test"), tmp_path / "results")
+    (stored,), problems = studio.colourise([str(path)])
+    assert problems == [] and stored.scores.shape == (32, 32, len(chroma_bins()))
+    offline = web.Studio(web.Loaded(replace(colorizer, model=None), "test"), tmp_path / "results")  # no network
+    (plain,), _ = offline.render([stored], temperature=1.0, boost=0.0)
+    (vivid,), files = offline.render([stored], temperature=0.3, boost=8.0)
+    assert plain.shape == vivid.shape == (40, 56, 3) and files[0].name == "old.png"
+    assert mean_chroma(vivid) > mean_chroma(plain)
+    assert np.array_equal(plain, colorizer.colorize([gray])[0])  # T 1, no boost: what the model gives
+
+
+def test_the_app_leaves_nothing_behind_when_it_stops(trained, tmp_path):  # noqa: F811
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    path, _ = gray_file(tmp_path, "old.png", (30, 40), seed=8)
+    with app_server(trained, TMPDIR=str(scratch)) as base:
+        assert requests.post(f"{base}/api/colorize", files={"photo": path.open("rb")}, timeout=120).status_code == 200
+        assert [p.name[:14] for p in scratch.iterdir()] == ["colorizer-app-"]  # its one temporary folder
+    assert list(scratch.iterdir()) == []
