@@ -81,7 +81,10 @@ def load(spec: str | None, ui_url: str) -> Loaded:
         loaded = Loaded(load_folder(spec), spec, run_id=meta.get("mlflow_run_id", ""))
     base = uri if uri.startswith(("http://", "https://")) else ui_url
     if loaded.run_id and base and _reachable(base):
-        experiment = MlflowClient(uri).get_run(loaded.run_id).info.experiment_id
+        try:
+            experiment = MlflowClient(uri).get_run(loaded.run_id).info.experiment_id
+        except mlflow.exceptions.MlflowException:  # a models/ folder trained against another store
+            return loaded
         loaded = dataclasses.replace(loaded, run_url=f"{base.rstrip('/')}/#/experiments/{experiment}/runs/{loaded.run_id}")
     return loaded
 

@@ -186,3 +186,36 @@ def test_the_app_leaves_nothing_behind_when_it_stops(trained, tmp_path):  # noqa
         assert requests.post(f"{base}/api/colorize", files={"photo": path.open("rb")}, timeout=120).status_code == 200
         assert [p.name[:14] for p in scratch.iterdir()] == ["colorizer-app-"]  # its one temporary folder
     assert list(scratch.iterdir()) == []
+
+
+def test_by_default_the_page_serves_the_registry_s_champion_and_links_its_run(trained, shards, tmp_path,  # noqa: F811
+                                                                           monkeypatch):
+    import http.server
+    import threading
+
+    from src import app as web
+    from src.params import EvaluateParams
+    from src.stages import evaluate
+    from tests.test_evaluate import run_evaluate, where
+
+    model_tmp, uri = trained
+    p = EvaluateParams(register_as="colorizer")
+    result, out = run_evaluate(trained, shards, tmp_path, p)
+    assert evaluate.track(p, result, where(trained), model_dir=model_tmp / "models", shards_dir=shards.root,
+                          reports=out)  # this model beats both baselines: promoted
+    ui = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)  # an `mlflow ui`
+    threading.Thread(target=ui.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        loaded = web.load(None, f"http://127.0.0.1:{ui.server_port}")
+    finally:
+        ui.shutdown()
+    from mlflow.tracking import MlflowClient
+
+    champion = MlflowClient(uri).get_model_version_by_alias("colorizer", "champion")
+    assert loaded.source == "models:/colorizer@champion" and loaded.version == champion.version
+    assert loaded.run_id == champion.run_id and loaded.run_url.endswith(f"/runs/{champion.run_id}")
+    assert f"(version {champion.version})" in loaded.describe() and loaded.run_url in loaded.describe()
+    gray = cv2.cvtColor(photo((40, 60), seed=9), cv2.COLOR_BGR2GRAY)
+    assert loaded.colorizer.colorize([gray])[0].shape == (40, 60, 3)
+    assert web.load(None, "http://127.0.0.1:1").run_url == ""  # no `mlflow ui` there: no link
