@@ -10,7 +10,6 @@ link shows), after one warm-up of each.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -20,9 +19,8 @@ from pathlib import Path
 import cv2
 import requests
 
-from benchmarks.colorize import SIZES
+from benchmarks.colorize import SIZES, model_and_photo
 from benchmarks.common import save
-from src.paths import MODEL_DIR
 from tests.services import free_port, start, stop, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -56,15 +54,7 @@ def page_timer(base: str):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", type=Path, default=MODEL_DIR)
-    args = parser.parse_args(argv)
-    from skimage import data
-
-    from src.predict import load
-
-    colorizer = load(args.models)
-    photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
+    args, colorizer, photo = model_and_photo(__doc__, argv)
     port = free_port()
     server = start([sys.executable, "-m", "src.app", "--model", str(args.models), "--port", str(port), "--mlflow-ui", ""])
     base = f"http://127.0.0.1:{port}"

@@ -22,16 +22,20 @@ from src.paths import MODEL_DIR
 SIZES = {"256x256": (256, 256, 16), "12MP 4000x3000": (3000, 4000, 3)}  # (h, w, photos timed)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def model_and_photo(doc: str, argv: list[str] | None):
+    """The command line (--models) parsed, that model loaded, and the gray test photo (scikit-image's astronaut)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=Path, default=MODEL_DIR)
     args = parser.parse_args(argv)
     from skimage import data
 
     from src.predict import load
 
-    colorizer = load(args.models)
-    photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
+    return args, load(args.models), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, colorizer, photo = model_and_photo(__doc__, argv)
     results = {"model": str(args.models), "image_size": colorizer.image_size}
     for name, (h, w, n) in SIZES.items():
         gray = cv2.resize(photo, (w, h), interpolation=cv2.INTER_CUBIC)
