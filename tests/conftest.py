@@ -19,13 +19,19 @@ def git_status() -> str:
     return subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
 
 
+SHARED_MODULE_FIXTURES = ("tests.test_app", "tests.test_evaluate")
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
-    """Under pytest-xdist, tests of the session's reproduced pipeline share one worker (it is built once), and the
-    longest tests start first so that the two workers finish together."""
+    """Under pytest-xdist, tests of the session's reproduced pipeline share one worker (it is built once), so do
+    those of modules whose fixtures train a model or start the app; the longest tests start first so that the two
+    workers finish together."""
     for item in items:
         if "reproduced" in item.fixturenames:
             item.add_marker(pytest.mark.xdist_group("reproduced"))
+        elif item.module.__name__ in SHARED_MODULE_FIXTURES:  # their model and server are built once
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     items.sort(key=lambda item: ("reproduced" not in item.fixturenames, item.get_closest_marker("slow") is None))
 
 
