@@ -14,6 +14,7 @@ Needs the app extra: pip install -e ".[app]".
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -75,8 +76,6 @@ def load(spec: str | None, ui_url: str) -> Loaded:
         run_id = version.run_id if version else ""
         loaded = Loaded(colorizer, spec, version.version if version else "", run_id)
     else:
-        import json
-
         meta = json.loads((Path(spec) / META_FILE).read_text()) if (Path(spec) / META_FILE).exists() else {}
         loaded = Loaded(load_folder(spec), spec, run_id=meta.get("mlflow_run_id", ""))
     base = uri if uri.startswith(("http://", "https://")) else ui_url

@@ -264,7 +264,6 @@ def run_study(n_trials: int, timeout: float | None, storage: str, study_name: st
                                 optuna.samplers.TPESampler(seed=tune.seed), make_pruner(tune.pruner))
     recover_orphans(study)
     parent_id = None if created else wait_for_parent(study)
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     with mlflow.start_run(run_id=parent_id, run_name=None if parent_id else f"tune-{study_name}") as parent:
         if not parent_id:
             study.set_user_attr("mlflow_parent_run_id", parent.info.run_id)
@@ -277,7 +276,7 @@ def run_study(n_trials: int, timeout: float | None, storage: str, study_name: st
             catch=TRIAL_FAILURES + backend_failures(),  # recorded as failed; the sweep goes on
             callbacks=[StopAtTrials(n_trials)],
             # failed trials do not count towards n_trials; at most as many failures as trials still wanted
-            n_trials=2 * max(n_trials - len(study.get_trials(deepcopy=False, states=finished)), 0),
+            n_trials=2 * max(n_trials - len(study.get_trials(deepcopy=False, states=StopAtTrials.FINISHED)), 0),
         )
         report(study, out, space or load_space())
     return study
