@@ -33,6 +33,8 @@ from src.params import TrainParams, TuneParams, as_flat_dict
 from src.paths import PARAMS_FILE, SEARCH_SPACE, SHARD_DIR, TUNE_DIR
 
 log = logging.getLogger(__name__)
+PARENT_WAIT_S = 20  # the creator opens the parent run a moment after creating the study
+POLL_S = 1.0  # how often a worker looks at the others' trials while it waits on them
 HOST = socket.gethostname()
 
 
@@ -163,7 +165,8 @@ class StopAtTrials:
             if not interval:
                 study.stop()  # the others' running trials complete the study
                 return
-            time.sleep(interval)  # wait: do they finish, or turn stale and come back?
+            # wait: do they finish, or turn stale and come back? (checked often: a finished trial ends the wait)
+            time.sleep(min(interval, POLL_S))
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
@@ -225,8 +228,6 @@ class Objective:
         return value
 
 
-PARENT_WAIT_S = 60
-
 
 def open_study(name: str, storage, sampler, pruner) -> tuple[optuna.Study, bool]:
     """Create the study, or load it when it exists; True when this worker created it.
@@ -242,7 +243,12 @@ def open_study(name: str, storage, sampler, pruner) -> tuple[optuna.Study, bool]
 
 def wait_for_parent(study: optuna.Study, timeout: float = PARENT_WAIT_S) -> str | None:
     """The parent run the study's creator records a moment after creating it; None if it never does (it died
-    in between: this worker opens the parent instead)."""
+    in between: this worker opens the parent instead) or if the study was made outside src.tune (it holds trials,
+    e.g. enqueued ones, but no parent run: nobody is about to open one)."""
+    if (parent_id := study.user_attrs.get("mlflow_parent_run_id")) is not None or study.get_trials(deepcopy=False):
+        return parent_id
+    log.info("waiting up to %.0f s for the worker that created study %s to open its MLflow parent run",
+             timeout, study.study_name)
     deadline = time.monotonic() + timeout
     while (parent_id := study.user_attrs.get("mlflow_parent_run_id")) is None and time.monotonic() < deadline:
         time.sleep(0.2)
