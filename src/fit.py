@@ -207,7 +207,9 @@ def make_optimizer(p: TrainParams, total_steps: int, encoder_variables=()) -> ke
 def class_prior(shards: ShardSet, limit: int = 512, stride: int = 4) -> np.ndarray:
     """bins: how often each chroma class occurs in the training split (soft labels of a pixel sample), (k,)."""
     records = shards.load("train", limit=limit)[:, ::stride, ::stride]
-    labels = colour.bin_labels(colour.record_target(records, "bins")).reshape(-1, len(colour.chroma_bins()))
+    chroma = colour.record_target(records, "bins").reshape(-1, 2)
+    # in chunks: one pass over (pixels, classes, 2) would move gigabytes through memory, 2x slower
+    labels = np.concatenate([colour.bin_labels(part) for part in np.array_split(chroma, max(1, len(chroma) // 16384))])
     return labels.mean(axis=0)
 
 
