@@ -1,6 +1,7 @@
 """Shared fixtures: real photos written to temporary folders, and the optional ../shared/data photos."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -22,17 +23,28 @@ def git_status() -> str:
 SHARED_MODULE_FIXTURES = ("tests.test_app", "tests.test_evaluate")
 
 
+LONGEST = "test_the_ci_quality_profile_beats_both_baselines_on_cbsd68"  # a third of the suite's work
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
-    """Under pytest-xdist, tests of the session's reproduced pipeline share one worker (it is built once), so do
-    those of modules whose fixtures train a model or start the app; the longest tests start first so that the two
-    workers finish together."""
+    """Under pytest-xdist, tests of modules whose fixtures train a model or start the app share one worker (they
+    are built once). Order, so that the workers finish together: a test of the session's reproduced pipeline (its
+    build, shared by all workers, starts at once), the longest test, the other tests of the reproduced pipeline,
+    the other slow tests, the rest."""
     for item in items:
-        if "reproduced" in item.fixturenames:
-            item.add_marker(pytest.mark.xdist_group("reproduced"))
-        elif item.module.__name__ in SHARED_MODULE_FIXTURES:  # their model and server are built once
+        if item.module.__name__ in SHARED_MODULE_FIXTURES:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-    items.sort(key=lambda item: ("reproduced" not in item.fixturenames, item.get_closest_marker("slow") is None))
+    builder = next((item for item in items if "reproduced" in item.fixturenames), None)
+
+    def rank(item) -> int:
+        if item.get_closest_marker("slow") is None:
+            return 4
+        if "reproduced" in item.fixturenames:
+            return 0 if item is builder else 2
+        return 1 if item.name == LONGEST else 3
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -97,12 +109,28 @@ def tiny_shards(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def reproduced(tmp_path_factory) -> Path:
+def reproduced(tmp_path_factory, worker_id) -> Path:
     """The default pipeline reproduced once in a copy of the repository, as a user runs it (`dvc repro`); its
-    output is in repro.log. Tests that change it work on a copy (shutil.copytree keeps its DVC cache)."""
+    output is in repro.log. One build serves all pytest-xdist workers: the first to get here builds it under a
+    file lock, the others wait for it. Tests never change it: they work on a copy (tests.test_gate.variant)."""
+    from filelock import FileLock
+
+    if worker_id == "master":  # no xdist
+        return _reproduce(tmp_path_factory.mktemp("reproduced") / "repo")
+    shared = tmp_path_factory.getbasetemp().parent  # this session's, common to its workers
+    repo = shared / "reproduced" / "repo"
+    with FileLock(str(shared / "reproduced.lock")):
+        if not (repo / "repro.log").exists():
+            shutil.rmtree(repo.parent, ignore_errors=True)  # a build that failed in another worker
+            repo.mkdir(parents=True)
+            _reproduce(repo)
+    return repo
+
+
+def _reproduce(repo: Path) -> Path:
     from tests.repo import copy_repo, dvc
 
-    repo = copy_repo(tmp_path_factory.mktemp("reproduced") / "repo")
+    copy_repo(repo)
     result = dvc("repro", cwd=repo)
-    (repo / "repro.log").write_text(result.stdout + result.stderr)
+    (repo / "repro.log").write_text(result.stdout + result.stderr)  # last: marks the build complete
     return repo
