@@ -68,8 +68,8 @@ def test_two_workers_on_postgres_finish_the_trials_once_each_and_a_new_process_r
 def test_a_killed_worker_s_trial_is_failed_by_the_heartbeat_and_retried_by_the_other(tiny_shards, tmp_path, pg_url):
     MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()  # schema created once
     beat = ("--heartbeat-interval", "1", "--grace-period", "3")
-    first = worker(tiny_shards, tmp_path, 5, pg_url, *beat)
-    second = worker(tiny_shards, tmp_path, 5, pg_url, *beat)
+    first = worker(tiny_shards, tmp_path, 3, pg_url, *beat)
+    second = worker(tiny_shards, tmp_path, 3, pg_url, *beat)
     deadline = time.monotonic() + 600
     victim = None
     while victim is None and time.monotonic() < deadline:
@@ -91,7 +91,7 @@ def test_a_killed_worker_s_trial_is_failed_by_the_heartbeat_and_retried_by_the_o
     retries = [t for t in study.trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == victim]
     assert len(retries) == 1 and retries[0].state in FINISHED, (victim, seen)
     assert retries[0].params == study.trials[victim].params
-    assert sum(t.state in FINISHED for t in study.trials) == 5, (victim, seen)
+    assert sum(t.state in FINISHED for t in study.trials) == 3, (victim, seen)
 
 
 def fit_on_devices(shards_root: Path, devices: int) -> dict:
@@ -164,7 +164,7 @@ def test_the_pipeline_tuning_and_serving_through_an_mlflow_server_on_postgres(re
         assert np.abs(served.astype(int) - coloured[..., ::-1]).max() <= 1  # the same model, the same pixels
 
         study = pg_databases()
-        run_cmd([sys.executable, "-m", "src.tune", "--storage", study, "--n-trials", "2", "--epochs", "1",
+        run_cmd([sys.executable, "-m", "src.tune", "--storage", study, "--n-trials", "1", "--epochs", "1",
                  "--study-name", "team", "--out", str(tmp_path / "tune")], repo, env=env() | {"MLFLOW_TRACKING_URI": uri})
         loaded = optuna.load_study(study_name="team", storage=tune.storage_for(study))
         parent = loaded.user_attrs["mlflow_parent_run_id"]
