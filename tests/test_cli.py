@@ -10,6 +10,8 @@ COMMANDS = ["src.stages.download", "src.stages.hsv_split", "src.stages.shard", "
 
 
 @pytest.mark.parametrize("module", COMMANDS)
+# modules that earlier tests imported: runpy warns, and still runs a fresh copy as __main__
+@pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")
 def test_help(module, monkeypatch, capsys):
     """`python -m <module> --help`, run in this process (runpy executes the module as __main__, as python -m
     does; sixteen interpreter starts that import TensorFlow cost about a minute of CPU)."""
