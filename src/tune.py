@@ -228,7 +228,6 @@ class Objective:
         return value
 
 
-
 def open_study(name: str, storage, sampler, pruner) -> tuple[optuna.Study, bool]:
     """Create the study, or load it when it exists; True when this worker created it.
 

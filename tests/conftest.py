@@ -21,8 +21,6 @@ def git_status() -> str:
 
 
 SHARED_MODULE_FIXTURES = ("tests.test_app", "tests.test_evaluate")
-
-
 LONGEST = "test_the_ci_quality_profile_beats_both_baselines_on_cbsd68"  # a third of the suite's work
 
 
