@@ -23,23 +23,25 @@ from src.pipeline import InputSpec, dataset
 from src.shards import ShardSet
 
 log = logging.getLogger(__name__)
-MONITOR = "val_rmse"
+MONITORS = ("val_rmse", "val_loss")
 
 
 @dataclass
 class FitResult:
     model: keras.Model
     history: pd.DataFrame  # one row per epoch, including epochs run before a resume
-    best_epoch: int  # 0-based
-    best_val_rmse: float
+    best_epoch: int  # 0-based, by train.monitor
+    best_val_rmse: float  # at the best epoch
+    best_value: float  # train.monitor at the best epoch: what tuning minimises
     wall_s: float
     img_per_s: float  # training images per second (validation and the compiling first step excluded); NaN if none
 
     def metrics(self) -> dict[str, float]:
         last = self.history.iloc[-1]
-        return {"best_val_rmse": self.best_val_rmse, "best_epoch": self.best_epoch, "epochs": len(self.history),
-                "final_rmse": float(last["rmse"]), "train_img_per_s": self.img_per_s, "wall_s": self.wall_s,
-                "params": self.model.count_params()}
+        best_val_loss = float(self.history["val_loss"].iloc[self.best_epoch])
+        return {"best_val_rmse": self.best_val_rmse, "best_val_loss": best_val_loss, "best_epoch": self.best_epoch,
+                "epochs": len(self.history), "final_rmse": float(last["rmse"]), "train_img_per_s": self.img_per_s,
+                "wall_s": self.wall_s, "params": self.model.count_params()}
 
 
 class NaNGuard(keras.callbacks.Callback):
@@ -238,11 +240,13 @@ def compile_model(p: TrainParams, image_size: int, total_steps: int, prior: np.n
 
 
 def fit(p: TrainParams, shards: ShardSet, workdir: Path, callbacks: list | tuple = (), verbose: int = 2) -> FitResult:
-    """Train on the train split, validate each epoch, keep the best weights by val RMSE.
+    """Train on the train split, validate each epoch, keep the best weights by train.monitor.
 
     `workdir` holds the resume state (BackupAndRestore), the best weights and the epoch log; rerunning after a
     kill continues from the last finished epoch.
     """
+    if p.monitor not in MONITORS:
+        raise ValueError(f"train.monitor must be one of {MONITORS}, got {p.monitor!r}")
     n_train = shards.count("train")
     if n_train < p.batch_size:
         raise ValueError(f"the train split has {n_train} records, fewer than train.batch_size={p.batch_size}")
@@ -267,10 +271,10 @@ def fit(p: TrainParams, shards: ShardSet, workdir: Path, callbacks: list | tuple
         # validation, the checkpoint and the epoch's sample grid see the averaged weights; the backup above keeps both
         *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if p.ema else []),
         keras.callbacks.ModelCheckpoint(
-            str(best_weights), monitor=MONITOR, mode="min", save_best_only=True, save_weights_only=True,
-            initial_value_threshold=float(previous[MONITOR].min()) if previous is not None else None,
+            str(best_weights), monitor=p.monitor, mode="min", save_best_only=True, save_weights_only=True,
+            initial_value_threshold=float(previous[p.monitor].min()) if previous is not None else None,
         ),
-        keras.callbacks.EarlyStopping(monitor=MONITOR, mode="min", patience=p.patience),
+        keras.callbacks.EarlyStopping(monitor=p.monitor, mode="min", patience=p.patience),
         *callbacks,  # tracking before the epoch log: an epoch in history.csv is also in MLflow, even after a kill
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         *([TimeBudget(p.time_budget_s)] if p.time_budget_s else []),
@@ -284,6 +288,7 @@ def fit(p: TrainParams, shards: ShardSet, workdir: Path, callbacks: list | tuple
     if best_weights.exists():
         model.load_weights(str(best_weights))
     history = pd.read_csv(history_csv)
-    best = int(history[MONITOR].idxmin())
-    return FitResult(model, history, best, float(history[MONITOR].iloc[best]), wall,
-                     float(np.nanmean(throughput.rates)) if np.isfinite(throughput.rates).any() else float("nan"))
+    best = int(history[p.monitor].idxmin())
+    rate = float(np.nanmean(throughput.rates)) if np.isfinite(throughput.rates).any() else float("nan")
+    return FitResult(model, history, best, float(history["val_rmse"].iloc[best]), float(history[p.monitor].iloc[best]),
+                     wall, rate)

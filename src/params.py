@@ -80,7 +80,9 @@ class TrainParams:
     rebalance: float = 0.0  # bins: class rebalancing mix, 0 < mix <= 1 (Zhang et al. 2016: 0.5; 0 = off)
     flip: bool = True  # random horizontal flips
     crop: int = 0  # random crops of this size in training, px; 0 = none
-    patience: int = 5  # early-stopping patience on val RMSE, epochs
+    monitor: Literal["val_rmse", "val_loss"] = "val_rmse"  # the validation figure that keeps the best epoch, stops
+    # early and ranks tuning trials; val_loss: the training objective (bins with rebalance: val RMSE favours gray)
+    patience: int = 5  # early-stopping patience on the monitor, epochs
     steps_per_epoch: int = 0  # 0 = one pass over the training split
     time_budget_s: float = 0  # stop after the epoch that crosses this many seconds (0 = none; not deterministic)
     devices: int = 0  # 0: every visible GPU (MirroredStrategy when several), else the CPU; N > 1 on a CPU-only

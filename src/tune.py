@@ -211,9 +211,9 @@ class Objective:
             try:
                 with tempfile.TemporaryDirectory(prefix="trial-") as workdir:
                     result = fit.fit(p, ShardSet.open(self.shards_dir), Path(workdir), verbose=0, callbacks=[
-                        KerasPruningCallback(trial, fit.MONITOR), EpochLogger()])
-                state, value = "complete", result.best_val_rmse
-                mlflow.log_metric("best_val_rmse", value)
+                        KerasPruningCallback(trial, p.monitor), EpochLogger()])
+                state, value = "complete", result.best_value
+                mlflow.log_metric(f"best_{p.monitor}", value)
                 trial.set_user_attr("rss_mib", round(psutil.Process().memory_info().rss / 2**20))  # flat = no leak
             except optuna.TrialPruned:
                 state = "pruned"
@@ -283,11 +283,11 @@ def run_study(n_trials: int, timeout: float | None, storage: str, study_name: st
             # failed trials do not count towards n_trials; at most as many failures as trials still wanted
             n_trials=2 * max(n_trials - len(study.get_trials(deepcopy=False, states=StopAtTrials.FINISHED)), 0),
         )
-        report(study, out, space or load_space())
+        report(study, out, space or load_space(), train.monitor)
     return study
 
 
-def report(study: optuna.Study, out: Path, space: dict) -> None:
+def report(study: optuna.Study, out: Path, space: dict, monitor: str = "val_rmse") -> None:
     """best_params.yaml, trials.csv and plots under `out`; the best trial tagged; the same logged to the parent."""
     import matplotlib
 
@@ -307,10 +307,10 @@ def report(study: optuna.Study, out: Path, space: dict) -> None:
     best = study.best_trial
     values = suggest(optuna.trial.FixedTrial(best.params), space)
     write_text(out / "best_params.yaml", yaml.safe_dump(
-        {"trial": best.number, "best_val_rmse": float(best.value),
+        {"trial": best.number, f"best_{monitor}": float(best.value),
          "params": {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}}, sort_keys=False))
     mlflow.log_artifact(str(out / "best_params.yaml"))
-    mlflow.log_metric("best_val_rmse", float(best.value))
+    mlflow.log_metric(f"best_{monitor}", float(best.value))
     # tags, not params: workers sharing the parent run each write the best they see, and a later one may be better
     mlflow.set_tags({f"best_{k}": v for k, v in best.params.items()})
     if "mlflow_run_id" in best.user_attrs:
@@ -384,12 +384,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tune: no shards in {args.shards}: run `dvc repro shard` first", file=sys.stderr)
         return 2
     tune = replace(tune, epochs=args.epochs, heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period)
-    study = run_study(args.n_trials, args.timeout, args.storage, args.study_name, tune, params.load("train"),
-                      args.shards, args.out)
+    train = params.load("train")
+    study = run_study(args.n_trials, args.timeout, args.storage, args.study_name, tune, train, args.shards, args.out)
     print(summary(study))
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if complete:
-        print(f"best: trial {study.best_trial.number}, val RMSE {study.best_value:.4f}, {study.best_params}")
+        print(f"best: trial {study.best_trial.number}, {train.monitor} {study.best_value:.4f}, {study.best_params}")
     return 0
 
 

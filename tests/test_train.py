@@ -73,6 +73,18 @@ def test_the_bins_target_trains_and_colourises(tiny_shards, tmp_path):
     assert boosted > plain
 
 
+def test_monitor_val_loss_keeps_the_epoch_with_the_lowest_validation_loss(tiny_shards, tmp_path):
+    # a saturation-weighted L1 loss and the plain RMSE disagree on the best epoch here (epoch 5 vs 3)
+    p = replace(FAST, loss="l1", saturation_weight=4.0, learning_rate=0.003, epochs=5, monitor="val_loss")
+    result = fit_once(tiny_shards, tmp_path, p)
+    history = result.history
+    assert history["val_loss"].idxmin() != history["val_rmse"].idxmin()  # else this test could not tell them apart
+    assert result.best_epoch == history["val_loss"].idxmin()
+    assert result.best_value == history["val_loss"].min()
+    evaluated = result.model.evaluate(*_val_arrays(tiny_shards), verbose=0, return_dict=True)
+    assert evaluated["loss"] == pytest.approx(history["val_loss"].min(), rel=1e-4)  # the returned model is that epoch's
+
+
 def _val_arrays(shards):
     from src.pipeline import InputSpec, arrays
 

@@ -76,13 +76,13 @@ def run(p: TrainParams, shards_dir: Path = SHARD_DIR, model_dir: Path = MODEL_DI
             # timings stay in MLflow: the committed plot file changes only when results do
             result.history.drop(columns=["img_per_s"]).to_csv(tmp, index=False, float_format="%.6f")
     deterministic = {k: round(v, 6) if isinstance(v, float) else v for k, v in summary.items()
-                     if k in ("best_val_rmse", "best_epoch", "epochs", "final_rmse", "params")}
+                     if k in ("best_val_rmse", "best_val_loss", "best_epoch", "epochs", "final_rmse", "params")}
     write_json(metrics, deterministic)  # timings stay in MLflow: a DVC metric should change only with results
     shutil.rmtree(workdir, ignore_errors=True)
     speed = (f"{result.img_per_s:.1f} img/s after the compiling first step" if math.isfinite(result.img_per_s)
              else "no img/s: only the compiling first step ran")
-    log.info("train: best val RMSE %.4f at epoch %d; %s; run %s", result.best_val_rmse, result.best_epoch + 1, speed,
-             active.info.run_id)
+    log.info("train: best epoch %d by %s (val RMSE %.4f, val loss %.4f); %s; run %s", result.best_epoch + 1, p.monitor,
+             result.best_val_rmse, summary["best_val_loss"], speed, active.info.run_id)
     return summary
 
 
