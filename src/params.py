@@ -80,6 +80,7 @@ class TrainParams:
     rebalance: float = 0.0  # bins: class rebalancing mix, 0 < mix <= 1 (Zhang et al. 2016: 0.5; 0 = off)
     flip: bool = True  # random horizontal flips
     crop: int = 0  # random crops of this size in training, px; 0 = none
+    scale: tuple[float, float] = (1.0, 1.0)  # training: resize each record by a random factor in [lo, hi] first
     monitor: Literal["val_rmse", "val_loss"] = "val_rmse"  # the validation figure that keeps the best epoch, stops
     # early and ranks tuning trials; val_loss: the training objective (bins with rebalance: val RMSE favours gray)
     patience: int = 5  # early-stopping patience on the monitor, epochs

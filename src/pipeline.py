@@ -37,15 +37,23 @@ def dataset(
     seed: int = 0,
     flip: bool = False,
     crop: int = 0,
+    scale: tuple[float, float] = (1.0, 1.0),
     limit: int = 0,
 ):
     """tf.data pipeline over one split: parallel reads, seeded shuffle and augmentation when training.
 
-    Augmentation uses stateless random ops keyed by (record position, seed), so runs are repeatable.
+    Augmentation uses stateless random ops keyed by (record position, seed), so runs are repeatable. `scale`
+    (lo, hi): each training record is first resized by a random factor in that range (never below `crop`), so the
+    model sees objects at more sizes than the few photos hold; it needs `crop` to give batches one shape.
     """
     import tensorflow as tf
 
     size = shards.image_size
+    rescale = training and tuple(scale) != (1.0, 1.0)
+    if rescale and not crop:
+        raise ValueError(f"train.scale {tuple(scale)} needs train.crop: rescaled records differ in size")
+    if rescale and not 0 < scale[0] <= scale[1]:
+        raise ValueError(f"train.scale must be (lo, hi) with 0 < lo <= hi, got {tuple(scale)}")
     record_bytes = int(np.prod(shards.record_shape))
     files = [str(f) for f in shards.files(split)]
     ds = tf.data.Dataset.from_tensor_slices((files, np.array(shards.headers(split), np.int64)))
@@ -65,9 +73,18 @@ def dataset(
         record = tf.reshape(tf.io.decode_raw(raw, tf.uint8), [size, size, 4])
         if training and flip:
             record = tf.image.stateless_random_flip_left_right(record, seed=tf.stack([index, seed]))
+        if rescale:
+            record = resized(record, tf.random.stateless_uniform([], tf.stack([index, seed + 2]), scale[0], scale[1]))
         if training and crop:
             record = tf.image.stateless_random_crop(record, [crop, crop, 4], seed=tf.stack([index, seed + 1]))
         return colour.gray_input(record, spec.gray), colour.truth_channels(record)
+
+    def resized(record, factor):
+        side = tf.maximum(tf.cast(tf.round(size * factor), tf.int32), crop)
+        # hue is circular: interpolating 178 and 2 gives 90, so it takes its nearest neighbour's value
+        hue = tf.image.resize(record[..., :1], [side, side], method="nearest")
+        rest = tf.image.resize(record[..., 1:], [side, side], method="bilinear", antialias=True)
+        return tf.concat([hue, tf.cast(tf.clip_by_value(tf.round(rest), 0, 255), tf.uint8)], axis=-1)
 
     ds = ds.enumerate().map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

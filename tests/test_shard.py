@@ -106,3 +106,32 @@ def test_an_empty_split_is_a_clear_error(tmp_path):
     cv2.imwrite(str(raw / "only.png"), photo(seed=1))
     with pytest.raises(RuntimeError, match="is empty"):
         build(raw, tmp_path, ShardParams())
+
+
+def test_rescaled_training_records_keep_hue_circular(tmp_path):
+    # 1 px stripes of hue 2 (orange-red) and 178 (crimson): interpolating hue as a number would give ~90 (cyan)
+    hsv = np.zeros((64, 64, 3), np.uint8)
+    hsv[..., 0] = np.where(np.arange(64) % 2, 2, 178)[None, :]
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(12):  # each photo a little brighter: identical files would count as one photo
+        hsv[..., 1:] = 160 + 5 * i
+        cv2.imwrite(str(raw / f"p{i:02d}.png"), cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR))
+    shards = build_shards(raw, tmp_path, tile=0, image_size=64)
+
+    def epoch(scale) -> np.ndarray:
+        ds = dataset(shards, "train", InputSpec(), 4, training=True, seed=3, crop=40, scale=scale)
+        return np.concatenate([hsv for _, hsv in ds.as_numpy_iterator()])
+
+    plain, rescaled = epoch((1.0, 1.0)), epoch((0.7, 1.5))
+    assert rescaled.shape == plain.shape and rescaled.shape[1:] == (40, 40, 3)
+    hue = rescaled[..., 0].astype(int)
+    assert np.minimum(hue, 180 - hue).max() <= 3  # every pixel still red, none cyan
+    assert not np.array_equal(rescaled, plain)
+    np.testing.assert_array_equal(rescaled, epoch((0.7, 1.5)))  # seeded
+
+
+def test_rescaling_without_a_crop_is_a_clear_error(many_photos, tmp_path):
+    shards = build(many_photos, tmp_path, ShardParams())
+    with pytest.raises(ValueError, match="needs train.crop"):
+        dataset(shards, "train", InputSpec(), 4, training=True, scale=(0.8, 1.2))
