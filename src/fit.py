@@ -30,18 +30,28 @@ MONITORS = ("val_rmse", "val_loss")
 class FitResult:
     model: keras.Model
     history: pd.DataFrame  # one row per epoch, including epochs run before a resume
-    best_epoch: int  # 0-based, by train.monitor
-    best_val_rmse: float  # at the best epoch
-    best_value: float  # train.monitor at the best epoch: what tuning minimises
+    best_epoch: int  # 0-based, by `monitor`
+    monitor: str  # train.monitor
     wall_s: float
     img_per_s: float  # training images per second (validation and the compiling first step excluded); NaN if none
 
+    def best(self, column: str) -> float:
+        return float(self.history[column].iloc[self.best_epoch])
+
+    @property
+    def best_val_rmse(self) -> float:
+        return self.best("val_rmse")
+
+    @property
+    def best_value(self) -> float:
+        """The monitor at the best epoch: what tuning minimises."""
+        return self.best(self.monitor)
+
     def metrics(self) -> dict[str, float]:
         last = self.history.iloc[-1]
-        best_val_loss = float(self.history["val_loss"].iloc[self.best_epoch])
-        return {"best_val_rmse": self.best_val_rmse, "best_val_loss": best_val_loss, "best_epoch": self.best_epoch,
-                "epochs": len(self.history), "final_rmse": float(last["rmse"]), "train_img_per_s": self.img_per_s,
-                "wall_s": self.wall_s, "params": self.model.count_params()}
+        return {"best_val_rmse": self.best_val_rmse, "best_val_loss": self.best("val_loss"),
+                "best_epoch": self.best_epoch, "epochs": len(self.history), "final_rmse": float(last["rmse"]),
+                "train_img_per_s": self.img_per_s, "wall_s": self.wall_s, "params": self.model.count_params()}
 
 
 class NaNGuard(keras.callbacks.Callback):
@@ -289,7 +299,5 @@ def fit(p: TrainParams, shards: ShardSet, workdir: Path, callbacks: list | tuple
     if best_weights.exists():
         model.load_weights(str(best_weights))
     history = pd.read_csv(history_csv)
-    best = int(history[p.monitor].idxmin())
     rate = float(np.nanmean(throughput.rates)) if np.isfinite(throughput.rates).any() else float("nan")
-    return FitResult(model, history, best, float(history["val_rmse"].iloc[best]), float(history[p.monitor].iloc[best]),
-                     wall, rate)
+    return FitResult(model, history, int(history[p.monitor].idxmin()), p.monitor, wall, rate)

@@ -287,7 +287,7 @@ def run_study(n_trials: int, timeout: float | None, storage: str, study_name: st
     return study
 
 
-def report(study: optuna.Study, out: Path, space: dict, monitor: str = "val_rmse") -> None:
+def report(study: optuna.Study, out: Path, space: dict, monitor: str) -> None:
     """best_params.yaml, trials.csv and plots under `out`; the best trial tagged; the same logged to the parent."""
     import matplotlib
 
