@@ -1,18 +1,21 @@
-"""Choose a bins model's inference settings (temperature, colour boost) on the validation split.
+"""Choose a bins model's inference settings (size, temperature, colour boost) on the validation split.
 
     python -m src.calibrate                                   # models/ and data/shards of the workspace
     python -m src.calibrate --out experiments/calibration.md  # also write the table
 
-For each setting: PSNR above the gray baseline, colourfulness as a share of the truth's, and the saturation-weighted
-hue error as a share of the constant-colour baseline's, averaged over the validation photos. The pick maximises the
-worst of the three ratios to issue 10's targets (PSNR gain / 1.0 dB, colourfulness share / 0.65, 0.80 / hue share),
-so none is bought with another. Apply it with
-`--set train.model.temperature=T --set train.model.colour_boost=B`; only the validation split is read.
+For each setting (sizes from the training size to 10/7 of it: a finer chroma grid, objects as large as in the
+rescaled training crops): PSNR above the gray baseline, colourfulness as a share of the truth's, and the
+saturation-weighted hue error as a share of the constant-colour baseline's, averaged over the validation photos.
+The pick maximises the worst of the three ratios to issue 10's targets (PSNR gain / 1.0 dB, colourfulness share /
+0.65, 0.80 / hue share), so none is bought with another. Apply it with
+`--set train.model.inference_size=S --set train.model.temperature=T --set train.model.colour_boost=B`; only the
+validation split is read.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import sys
 from pathlib import Path
 
@@ -25,12 +28,18 @@ from src.paths import MODEL_DIR, SHARD_DIR
 
 TEMPERATURES = (1.0, 0.85, 0.7, 0.5, 0.38)
 BOOSTS = (0.0, 1.0, 4.0, 16.0, 64.0)
+SIZE_STEPS = (1, 8 / 7, 9 / 7, 10 / 7)  # x the training size, rounded to the encoders' stride of 32: 224 -> 224..320
 TARGET_GAIN_DB, TARGET_SHARE, TARGET_HUE_SHARE = 1.0, 0.65, 0.80
 
 
+def sizes_for(image_size: int) -> list[int]:
+    return sorted({max(32, round(image_size * step / 32) * 32) for step in SIZE_STEPS})
+
+
 def sweep(model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD_DIR, temperatures=TEMPERATURES, boosts=BOOSTS,
-          split: str = "val") -> pd.DataFrame:
-    """One row per (temperature, boost): mean PSNR gain over gray, colourfulness share, hue error share, worst ratio."""
+          sizes=None, split: str = "val") -> pd.DataFrame:
+    """One row per (size, temperature, boost): mean PSNR gain over gray, colourfulness share, hue error share and
+    the worst ratio to the targets."""
     from src.predict import Colorizer, load
     from src.shards import ShardSet
     from src.stages.evaluate import baselines, train_mean_colour
@@ -46,19 +55,18 @@ def sweep(model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD_DIR, temperature
     gray_psnr = np.array([metrics.psnr(b["gray"], t) for b, t in zip(baseline, truth)])
     constant_hue = np.mean([metrics.hue_error(b["constant"], t) for b, t in zip(baseline, truth)])
     truth_colour = np.mean([metrics.colourfulness(t) for t in truth])
-    scores = base.scores(colour.gray_input(records, base.spec.gray))  # once: the settings only change decoding
     rows = []
-    for temperature in temperatures:
-        for boost in boosts:
-            spec = dataclasses.replace(base.spec, temperature=temperature, boost=boost)
-            out = Colorizer(base.model, spec, base.image_size).colorize_records(records, scores=scores)
-            gain = float(np.mean([metrics.psnr(o, t) for o, t in zip(out, truth)] - gray_psnr))
-            share = float(np.mean([metrics.colourfulness(o) for o in out]) / truth_colour)
-            hue = float(np.mean([metrics.hue_error(o, t) for o, t in zip(out, truth)]) / constant_hue)
-            rows.append({"temperature": temperature, "colour_boost": boost, "PSNR - gray": gain,
-                         "colourful / truth": share, "hue err / constant's": hue,
-                         "worst target ratio": min(gain / TARGET_GAIN_DB, share / TARGET_SHARE,
-                                                   TARGET_HUE_SHARE / hue)})
+    for size, temperature, boost in itertools.product(sizes or sizes_for(base.image_size), temperatures, boosts):
+        colorizer = Colorizer(base.model, dataclasses.replace(base.spec, temperature=temperature, boost=boost), size)
+        if not rows or size != rows[-1]["inference_size"]:  # once per size: the rest only changes decoding
+            scores = colorizer.scores(colorizer.records_input(records))
+        out = colorizer.colorize_records(records, scores=scores)
+        gain = float(np.mean([metrics.psnr(o, t) for o, t in zip(out, truth)] - gray_psnr))
+        share = float(np.mean([metrics.colourfulness(o) for o in out]) / truth_colour)
+        hue = float(np.mean([metrics.hue_error(o, t) for o, t in zip(out, truth)]) / constant_hue)
+        rows.append({"inference_size": size, "temperature": temperature, "colour_boost": boost, "PSNR - gray": gain,
+                     "colourful / truth": share, "hue err / constant's": hue,
+                     "worst target ratio": min(gain / TARGET_GAIN_DB, share / TARGET_SHARE, TARGET_HUE_SHARE / hue)})
     return pd.DataFrame(rows)
 
 
@@ -70,9 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     table = sweep(args.models, args.shards)
     best = table.loc[table["worst target ratio"].idxmax()]
-    markdown = table.to_markdown(index=False, floatfmt=".3f")
+    markdown = table.to_markdown(index=False, floatfmt=("g",) + (".3f",) * (table.shape[1] - 1))  # sizes as integers
     print(markdown)
-    print(f"\npick: --set train.model.temperature={best['temperature']:g} "
+    print(f"\npick: --set train.model.inference_size={best['inference_size']:g} "
+          f"--set train.model.temperature={best['temperature']:g} "
           f"--set train.model.colour_boost={best['colour_boost']:g}")
     if args.out:
         write_text(args.out, markdown + "\n")

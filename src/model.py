@@ -22,12 +22,17 @@ def output_stride(p: ModelParams) -> int:
     return 2 if p.arch == "unet" and p.encoder == "lite0" and len(p.decoder_widths) == 4 else 1
 
 
-def build_model(p: ModelParams, image_size: int) -> keras.Model:
+def check_size(p: ModelParams, image_size: int) -> None:
+    """The encoders' strides need these input sides; a clear error before any work."""
     if image_size % 32 and (p.arch == "seed" or p.encoder in ("resnet50", "lite0")):
         raise ValueError(f"the {p.encoder if p.arch == 'unet' else 'ResNet50'} encoder needs image_size divisible "
                          f"by 32, got {image_size}")
     if p.arch == "unet" and p.encoder == "light" and image_size % (2 ** (len(p.encoder_widths) - 1)):
         raise ValueError(f"image_size {image_size} must be divisible by 2^{len(p.encoder_widths) - 1} (the encoder's poolings)")
+
+
+def build_model(p: ModelParams, image_size: int) -> keras.Model:
+    check_size(p, image_size)
     # Spatial size left open: the same fully convolutional model trains on crops and predicts on whole images.
     gray = keras.Input((None, None, 1), dtype="uint8", name="gray")
     x = layers.Rescaling(1.0 / 255.0, name="to_unit")(gray)
@@ -111,6 +116,8 @@ def unet(gray, x, p: ModelParams) -> keras.Model:
     own edges; lite0 with one decoder width fewer stops at half resolution (output_stride) and leaves the edges to
     the luma-guided upsampling in src/predict.py.
     """
+    if p.global_context and p.encoder != "lite0":
+        raise ValueError(f"model.global_context needs the lite0 encoder, got {p.encoder!r}")
     if p.encoder == "light":
         stages = _light_encoder(x, p.encoder_widths)
     elif p.encoder == "resnet50":
@@ -122,7 +129,13 @@ def unet(gray, x, p: ModelParams) -> keras.Model:
             taps = [layers.Dropout(p.dropout, name=f"tap{i}_dropout")(t) for i, t in enumerate(taps)]
             head = layers.Dropout(p.dropout, name="head_dropout")(head)
         # a 1x1 bottleneck: concatenating all 1280 head channels would put most of the decoder's weights in one conv
-        head = layers.Conv2D(p.decoder_widths[0], 1, name="head_reduce")(head)
+        reduced = layers.Conv2D(p.decoder_widths[0], 1, name="head_reduce")(head)
+        if p.global_context:  # Iizuka et al. (2016): what the whole photo shows (a beach, a forest) informs each pixel
+            pooled = layers.GlobalAveragePooling2D(keepdims=True, name="global_pool")(head)
+            pooled = layers.Dense(p.decoder_widths[0], activation="relu", name="global_dense")(pooled)
+            pooled = layers.Dense(p.decoder_widths[0], name="global_proj")(pooled)
+            reduced = layers.Add(name="global_fuse")([reduced, pooled])  # broadcast over the bottleneck
+        head = reduced
         stages = [*([x] if output_stride(p) == 1 else []), *taps, head]
     else:
         raise ValueError(f"model.encoder must be lite0, light or resnet50, got {p.encoder!r}")

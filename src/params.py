@@ -56,10 +56,12 @@ class ModelParams:
     encoder_widths: tuple[int, ...] = (16, 32, 64, 128)  # light encoder: filters per level (last = bottleneck)
     decoder_widths: tuple[int, ...] = (256, 128, 64, 32, 16)  # unet: filters per decoder level, deep to shallow
     dropout: float = 0.0  # lite0: dropout on the pretrained encoder's features while training (0 = off)
+    global_context: bool = False  # lite0: add the photo's pooled head features to every bottleneck pixel
     gray: Literal["luma", "v"] = "luma"  # what the input channel holds
     target: Literal["hs", "chroma", "cbcr", "bins"] = "chroma"  # what the output channels encode
     temperature: float = 0.38  # bins only: annealed-mean temperature at inference (1 = mean, towards 0 = mode)
     colour_boost: float = 0.0  # bins only: weigh classes by 1 + boost * chroma at inference (0 = off)
+    inference_size: int = 0  # the square size the model colours at; 0 = the training photos' size
 
 
 @dataclass(frozen=True)

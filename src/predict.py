@@ -20,7 +20,7 @@ META_FILE = "model.json"
 class Colorizer:
     model: keras.Model
     spec: InputSpec
-    image_size: int
+    image_size: int  # the square size the model runs at (train.model.inference_size, else the training photos')
 
     def scores(self, gray: np.ndarray, batch_size: int = 16) -> np.ndarray:
         """uint8 gray (n, s, s, 1) -> the model's raw outputs: encoded chroma, or class scores for bins."""
@@ -44,6 +44,11 @@ class Colorizer:
         return np.stack([cv2.resize(colour.model_gray(im, self.spec.gray), (size, size), interpolation=cv2.INTER_AREA)
                          for im in images])[..., None]
 
+    def records_input(self, records: np.ndarray) -> np.ndarray:
+        """uint8 records (n, s, s, 4) -> the model's gray input (n, image_size, image_size, 1)."""
+        gray = colour.gray_input(records, self.spec.gray)
+        return gray if gray.shape[1] == self.image_size else self.model_input(list(gray[..., 0]))
+
     def colorize(self, images: list[np.ndarray], batch_size: int = 16,
                  scores: np.ndarray | None = None) -> list[np.ndarray]:
         """Colour or gray uint8 images of any size -> BGR at their full resolution.
@@ -64,10 +69,11 @@ class Colorizer:
                          scores: np.ndarray | None = None) -> np.ndarray:
         """uint8 records (n, s, s, 4) -> uint8 BGR (n, s, s, 3) with the records' own luma.
 
+        The model runs at image_size: records of another size are resized to it, and the chroma brought back.
         `scores`: the model's raw outputs for these records, when already computed (decoding settings sweeps).
         """
         if scores is None:
-            scores = self.scores(colour.gray_input(records, self.spec.gray), batch_size)
+            scores = self.scores(self.records_input(records), batch_size)
         encoded = self.decode(scores)
         return np.stack([self.render(r[..., colour.Y], e) for r, e in zip(records, encoded)])
 

@@ -28,6 +28,7 @@ COLUMNS = {
     "params.model.temperature": "T",
     "params.model.colour_boost": "boost",
     "params.data.image_size": "px",
+    "params.model.inference_size": "infer px",  # 0: coloured at px
     "params.crop": "crop",
     "params.loss": "loss",
     "params.saturation_weight": "sat_w",
@@ -59,8 +60,9 @@ def table(experiment: str, evaluated_on: str = "extra") -> pd.DataFrame:
     if "PSNR" in out:
         out = out[out["PSNR"].notna()]  # runs evaluated without this set
     out.insert(1, "started", runs["start_time"].dt.strftime("%Y-%m-%d %H:%M"))
-    if "ema" in out:
-        out["ema"] = out["ema"].fillna("0.0")  # runs from before the parameter existed
+    for column, default in (("ema", "0.0"), ("infer px", "0")):
+        if column in out:
+            out[column] = out[column].fillna(default)  # runs from before the parameter existed
     if "PSNR" in out and "gray PSNR" in out:
         out["PSNR - gray"] = out["PSNR"] - out["gray PSNR"]
     if "colourful" in out and "truth colourful" in out:

@@ -136,3 +136,20 @@ def test_class_rebalancing_weighs_rare_colours_up():
     weights[colour.bin_labels(colour.record_target(hsv, "bins"))[0, 0, 0].argmax()] = 3.0  # red's class is rare
     plain = float(TargetLoss("bins", "ce")(hsv, flat))
     assert float(TargetLoss("bins", "ce", class_weights=weights)(hsv, flat)) > 1.3 * plain
+
+
+@pytest.mark.parametrize("global_context", [False, True])
+def test_global_context_lets_the_whole_photo_inform_every_pixel(global_context):
+    """A change in one corner of a large photo reaches the opposite corner's colour only through the pooled head
+    (the convolutions' reach is a few hundred pixels). Pretrained: a random Lite0's features vanish."""
+    keras.utils.set_random_seed(0)
+    p = ModelParams(encoder="lite0", decoder_widths=(16, 16, 8, 8), target="bins", global_context=global_context)
+    model = build_model(p, 64)
+    photo = np.random.default_rng(0).integers(0, 255, (1, 768, 768, 1), dtype=np.uint8)
+    changed = photo.copy()
+    changed[:, :192, :192] = 255 - changed[:, :192, :192]
+    before, after = (keras.ops.convert_to_numpy(model(x, training=False)) for x in (photo, changed))
+    far = np.abs(after[:, -16:, -16:] - before[:, -16:, -16:]).max()  # the opposite corner, at half resolution
+    assert far > 1e-6 if global_context else far == 0.0  # small: the untrained decoder damps it
+    with pytest.raises(ValueError, match="needs the lite0 encoder"):
+        build_model(ModelParams(encoder="light", decoder_widths=(16, 8, 8), global_context=True), 32)

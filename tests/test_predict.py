@@ -31,3 +31,27 @@ def test_no_guidance_when_the_photo_is_about_the_models_size():
     small = np.random.default_rng(0).uniform(-1, 1, (64, 64, 2)).astype(np.float32)
     luma = np.random.default_rng(1).integers(0, 256, (80, 80), dtype=np.uint8)
     np.testing.assert_array_equal(upsample_chroma(small, luma), cv2.resize(small, (80, 80)))
+
+
+def test_records_are_coloured_at_the_inference_size_and_come_back_aligned_at_their_own():
+    """A pixel-wise model (bright -> red, dark -> cyan) run at twice the records' size: each half keeps its colour."""
+    import keras
+
+    from src import colour
+    from src.pipeline import InputSpec
+    from src.predict import Colorizer
+
+    gray = keras.Input((None, None, 1), dtype="uint8")
+    conv = keras.layers.Conv2D(2, 1)
+    model = keras.Model(gray, conv(keras.layers.Rescaling(1 / 255)(gray)))
+    conv.set_weights([np.array([[[[1.3, 0.0]]]], np.float32), np.array([-0.5, 0.0], np.float32)])
+    bgr = np.full((2, 32, 32, 3), 40, np.uint8)
+    bgr[:, :, :13] = 200  # the edge is off the 2x grid's centre
+    records = colour.bgr_to_record(bgr)
+    colorizer = Colorizer(model, InputSpec(target="chroma"), 64)
+    assert colorizer.records_input(records).shape == (2, 64, 64, 1)
+    out = colorizer.colorize_records(records).astype(int)
+    assert out.shape == (2, 32, 32, 3)
+    np.testing.assert_allclose(colour.luma(out.astype(np.uint8)), records[..., colour.Y], atol=3)
+    red, cyan = out[:, :, :12], out[:, :, 14:]
+    assert (red[..., 2] > red[..., 0] + 40).all() and (cyan[..., 0] > cyan[..., 2] + 10).all()

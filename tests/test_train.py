@@ -67,10 +67,14 @@ def test_the_bins_target_trains_and_colourises(tiny_shards, tmp_path):
 
     (tmp_path / "models").mkdir()
     save(result.model, InputSpec(target="bins"), tiny_shards.image_size, tmp_path / "models")
-    table = calibrate.sweep(tmp_path / "models", tiny_shards.root, temperatures=(1.0, 0.5), boosts=(0.0, 16.0))
-    assert len(table) == 4 and table["PSNR - gray"].notna().all()
-    plain, boosted = table.query("temperature == 1.0").sort_values("colour_boost")["colourful / truth"]
+    table = calibrate.sweep(tmp_path / "models", tiny_shards.root, temperatures=(1.0, 0.5), boosts=(0.0, 16.0),
+                            sizes=(32, 64))
+    assert len(table) == 8 and table["PSNR - gray"].notna().all()
+    at_32 = table.query("temperature == 1.0 and inference_size == 32")
+    plain, boosted = at_32.sort_values("colour_boost")["colourful / truth"]
     assert boosted > plain
+    at = {size: rows["colourful / truth"].to_numpy() for size, rows in table.groupby("inference_size")}
+    assert not np.allclose(at[32], at[64])  # the model ran again at 64 px
 
 
 def test_monitor_val_loss_keeps_the_epoch_with_the_lowest_validation_loss(tiny_shards, tmp_path):
@@ -104,8 +108,9 @@ def test_a_diverging_run_stops_with_a_clear_error(tiny_shards, tmp_path):
         fit_once(tiny_shards, tmp_path, p)
 
 
-def run_stage(tiny_shards, tmp: Path, uri: str) -> dict:
-    p = replace(FAST, tracking_uri=uri, experiment="test-train")
+def run_stage(tiny_shards, tmp: Path, uri: str, inference_size: int = 64) -> dict:
+    p = replace(FAST, model=replace(FAST.model, inference_size=inference_size), tracking_uri=uri,
+                experiment="test-train")
     return train.run(p, shards_dir=tiny_shards.root, model_dir=tmp / "models", metrics=tmp / "train.json",
                      history=tmp / "history.csv", cache=tmp / "cache")
 
@@ -125,6 +130,7 @@ def check_run(uri: str, tmp: Path) -> None:
     assert len(images) >= 3, images  # a stepped series: one grid per epoch here
     meta = json.loads((tmp / "models" / "model.json").read_text())
     assert meta["mlflow_run_id"] == run.info.run_id
+    assert meta["image_size"] == 64 and run.data.params["model.inference_size"] == "64"  # colours at 64, trained at 32
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     gray = np.zeros((2, 32, 32, 1), np.uint8)
     assert np.asarray(model.predict(gray)).shape == (2, 32, 32, 2)
@@ -154,6 +160,12 @@ def test_an_unreachable_tracking_server_fails_before_training(tiny_shards, tmp_p
     with pytest.raises(TrackingUnavailable, match="unreachable"):
         run_stage(tiny_shards, tmp_path, f"http://127.0.0.1:{free_port()}")
     assert not (tmp_path / "cache").exists()
+
+
+def test_an_inference_size_the_encoder_cannot_take_fails_before_training(tiny_shards, tmp_path):
+    with pytest.raises(ValueError, match="divisible by 2"):  # the light encoder's two poolings need multiples of 4
+        run_stage(tiny_shards, tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}", inference_size=50)
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "mlflow.db").exists()
 
 
 @pytest.mark.slow

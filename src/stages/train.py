@@ -38,10 +38,13 @@ def run(p: TrainParams, shards_dir: Path = SHARD_DIR, model_dir: Path = MODEL_DI
     import mlflow
 
     from src import fit, tracking
+    from src.model import check_size
     from src.pipeline import InputSpec
     from src.predict import Colorizer, save
 
     shards = ShardSet.open(shards_dir)
+    size = p.model.inference_size or shards.image_size  # what the saved model colours at
+    check_size(p.model, size)
     uri = tracking.resolve_uri(p.tracking_uri)
     tracking.connect(uri, p.experiment)  # fail before any training
     fit.configure(p)
@@ -52,7 +55,7 @@ def run(p: TrainParams, shards_dir: Path = SHARD_DIR, model_dir: Path = MODEL_DI
     samples = shards.load("val", limit=p.sample_count)
 
     def colorize(model, records):
-        return Colorizer(model, spec, shards.image_size).colorize_records(records)
+        return Colorizer(model, spec, size).colorize_records(records)
 
     exp_name = os.environ.get("DVC_EXP_NAME", "")  # set by `dvc exp run`
     run_name = "-".join(filter(None, [p.model.arch, p.model.target, exp_name]))
@@ -71,7 +74,7 @@ def run(p: TrainParams, shards_dir: Path = SHARD_DIR, model_dir: Path = MODEL_DI
         summary["model_uri"] = tracking.log_model(result.model, colour.gray_input(samples, spec.gray), meta)
         with atomic_path(model_dir) as tmp:
             tmp.mkdir()
-            save(result.model, spec, shards.image_size, tmp, meta)
+            save(result.model, spec, size, tmp, meta)
         with atomic_path(history) as tmp:
             # timings stay in MLflow: the committed plot file changes only when results do
             result.history.drop(columns=["img_per_s"]).to_csv(tmp, index=False, float_format="%.6f")
