@@ -20,6 +20,7 @@ import time
 import warnings
 from collections import Counter
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from src.paths import PARAMS_FILE, SEARCH_SPACE, SHARD_DIR, TUNE_DIR
 log = logging.getLogger(__name__)
 PARENT_WAIT_S = 20  # the creator opens the parent run a moment after creating the study
 POLL_S = 1.0  # how often a worker looks at the others' trials while it waits on them
+START_GRACE_S = 10  # a live worker names itself in its new trial within milliseconds
 HOST = socket.gethostname()
 
 
@@ -89,15 +91,20 @@ def storage_for(url: str, heartbeat_interval: int = 60, grace_period: int = 180)
     return connect()
 
 
-def recover_orphans(study: optuna.Study) -> int:
+def recover_orphans(study: optuna.Study, start_grace: float = START_GRACE_S) -> int:
     """Journal storage has no heartbeat: fail RUNNING trials whose process on this host is gone, and re-queue them.
 
-    Workers started together race for the same orphan; the storage serialises the FAIL writes and refuses all
-    but the first (UpdateFinishedTrialError), so only the worker that failed it re-queues it."""
+    A worker writes its pid into a trial a few milliseconds after creating it; a RUNNING trial still without one
+    after `start_grace` seconds belongs to a worker killed in between. Workers started together race for the same
+    orphan; the storage serialises the FAIL writes and refuses all but the first (UpdateFinishedTrialError), so
+    only the worker that failed it re-queues it."""
     orphans = 0
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        trial = _with_owner(study, trial, start_grace)
+        if trial.state != optuna.trial.TrialState.RUNNING:
+            continue
         pid, host = trial.user_attrs.get("pid"), trial.user_attrs.get("host")
-        if host == HOST and pid and not _alive(pid):
+        if pid is None or (host == HOST and not _alive(pid)):
             try:
                 study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)  # noqa: SLF001
             except optuna.exceptions.UpdateFinishedTrialError:
@@ -107,6 +114,16 @@ def recover_orphans(study: optuna.Study) -> int:
     if orphans:
         log.info("re-queued %d trial(s) interrupted by a killed worker", orphans)
     return orphans
+
+
+def _with_owner(study: optuna.Study, trial: optuna.trial.FrozenTrial, grace: float) -> optuna.trial.FrozenTrial:
+    """The trial once its worker has written its pid, or once `grace` seconds from its start have passed."""
+    while "pid" not in trial.user_attrs and trial.state == optuna.trial.TrialState.RUNNING:
+        if (datetime.now() - trial.datetime_start).total_seconds() > grace:  # Optuna keeps naive local times
+            break
+        time.sleep(POLL_S / 5)
+        trial = study._storage.get_trial(trial._trial_id)  # noqa: SLF001
+    return trial
 
 
 def _alive(pid: int) -> bool:

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -154,6 +155,19 @@ def test_apply_writes_the_best_params_into_params_yaml_keeping_comments(tmp_path
     assert "# one per skip, deep to shallow" in text
 
 
+def test_a_new_trial_is_left_to_its_worker_while_it_names_itself(tmp_path):
+    study = optuna.create_study(study_name="shared", storage=tune.storage_for(str(tmp_path / "journal.log")))
+    trial = study.ask()  # as Optuna creates it: RUNNING, before the objective writes pid and host
+
+    def name_it() -> None:
+        trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("host", tune.HOST)
+
+    threading.Timer(1.0, name_it).start()
+    assert tune.recover_orphans(study, start_grace=30) == 0
+    assert study.trials[0].state == optuna.trial.TrialState.RUNNING and study.trials[0].user_attrs["pid"] == os.getpid()
+
+
 def worker(tiny_shards, tmp: Path, n_trials: int, storage: str = "", *extra: str,
            tracking_uri: str = "") -> subprocess.Popen:
     """`python -m src.tune` in its own process group, as a user starts one per machine."""
@@ -184,6 +198,15 @@ def test_two_workers_share_one_study_without_lost_or_duplicated_trials(tiny_shar
     run_ids = [t.user_attrs["mlflow_run_id"] for t in study.trials]
     assert len(set(run_ids)) == len(run_ids)
     assert len({t.user_attrs["pid"] for t in study.trials}) == 2  # both workers did trials
+
+
+def test_a_trial_whose_worker_died_before_naming_itself_is_redone(tiny_shards, tmp_path):
+    study = optuna.create_study(study_name="shared", storage=tune.storage_for(str(tmp_path / "journal.log")))
+    orphan = study.ask()  # a worker killed between Optuna creating the trial and writing its pid into it
+    assert worker(tiny_shards, tmp_path, 1).wait(timeout=600) == 0, logs(tmp_path)
+    trials = optuna.load_study(study_name="shared", storage=tune.storage_for(str(tmp_path / "journal.log"))).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    assert trials[1].user_attrs["retry_of"] == orphan.number
 
 
 @pytest.mark.slow
