@@ -56,7 +56,7 @@ def sweep(model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD_DIR, temperature
     constant_hue = np.mean([metrics.hue_error(b["constant"], t) for b, t in zip(baseline, truth)])
     truth_colour = np.mean([metrics.colourfulness(t) for t in truth])
     rows = []
-    for size in sizes or sizes_for(base.image_size):
+    for size in sizes or sizes_for(shards.image_size):  # the training photos' size, not the model's current one
         at_size = Colorizer(base.model, base.spec, size)
         scores = at_size.scores(at_size.records_input(records))  # once per size: the rest only changes decoding
         for temperature, boost in itertools.product(temperatures, boosts):

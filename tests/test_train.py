@@ -75,6 +75,9 @@ def test_the_bins_target_trains_and_colourises(tiny_shards, tmp_path):
     assert boosted > plain
     at = {size: rows["colourful / truth"].to_numpy() for size, rows in table.groupby("inference_size")}
     assert not np.allclose(at[32], at[64])  # the model ran again at 64 px
+    save(result.model, InputSpec(target="bins"), 64, tmp_path / "models")  # a model that colours at 64 px
+    default = calibrate.sweep(tmp_path / "models", tiny_shards.root, temperatures=(1.0,), boosts=(0.0,))
+    assert list(default["inference_size"]) == calibrate.sizes_for(tiny_shards.image_size)  # from the training size
 
 
 def test_monitor_val_loss_keeps_the_epoch_with_the_lowest_validation_loss(tiny_shards, tmp_path):
