@@ -27,7 +27,7 @@ from src.files import write_text
 from src.paths import MODEL_DIR, SHARD_DIR
 
 TEMPERATURES = (1.0, 0.85, 0.7, 0.5, 0.38)
-BOOSTS = (0.0, 1.0, 4.0, 16.0, 64.0)
+BOOSTS = (0.0, 0.25, 0.5, 1.0, 4.0, 16.0, 64.0)  # fine steps first: a model with PSNR to spare needs a small one
 SIZE_STEPS = (1, 8 / 7, 9 / 7, 10 / 7)  # x the training size, rounded to the encoders' stride of 32: 224 -> 224..320
 TARGET_GAIN_DB, TARGET_SHARE, TARGET_HUE_SHARE = 1.0, 0.65, 0.80
 
