@@ -291,7 +291,8 @@ def run_study(n_trials: int, timeout: float | None, storage: str, study_name: st
             study.set_user_attr("mlflow_parent_run_id", parent.info.run_id)
             mlflow.log_params({"study_name": study_name, "pruner": tune.pruner, "sampler_seed": tune.seed,
                                "epochs_per_trial": tune.epochs})
-        mlflow.set_tag("mlflow.note.content", f"Optuna study {study_name}: one child run per trial")
+        note = f"Optuna study {study_name}: one child run per trial"
+        set_shared_tags(parent.info.run_id, {"mlflow.note.content": note})
         study.optimize(
             Objective(train, tune.epochs, shards_dir, space or load_space()),
             timeout=timeout, gc_after_trial=True, show_progress_bar=True,
@@ -304,13 +305,26 @@ def run_study(n_trials: int, timeout: float | None, storage: str, study_name: st
     return study
 
 
+def set_shared_tags(run_id: str, tags: dict[str, Any]) -> None:
+    """Tags on a run that other workers may tag at the same moment. MLflow's SQL store looks for a tag, then inserts
+    it, so of two simultaneous first writes one fails on the unique key; written again, it updates the row."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    for key, value in tags.items():
+        try:
+            client.set_tag(run_id, key, value)
+        except MlflowException:
+            client.set_tag(run_id, key, value)
+
+
 def report(study: optuna.Study, out: Path, space: dict, monitor: str) -> None:
     """best_params.yaml, trials.csv and plots under `out`; the best trial tagged; the same logged to the parent."""
     import matplotlib
 
     matplotlib.use("Agg")
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     out.mkdir(parents=True, exist_ok=True)
     trials = study.trials_dataframe()
@@ -329,9 +343,9 @@ def report(study: optuna.Study, out: Path, space: dict, monitor: str) -> None:
     mlflow.log_artifact(str(out / "best_params.yaml"))
     mlflow.log_metric(f"best_{monitor}", float(best.value))
     # tags, not params: workers sharing the parent run each write the best they see, and a later one may be better
-    mlflow.set_tags({f"best_{k}": v for k, v in best.params.items()})
+    set_shared_tags(mlflow.active_run().info.run_id, {f"best_{k}": v for k, v in best.params.items()})
     if "mlflow_run_id" in best.user_attrs:
-        MlflowClient().set_tag(best.user_attrs["mlflow_run_id"], "best_trial", "true")
+        set_shared_tags(best.user_attrs["mlflow_run_id"], {"best_trial": "true"})
     from optuna.visualization import matplotlib as plots
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -168,6 +168,30 @@ def test_a_new_trial_is_left_to_its_worker_while_it_names_itself(tmp_path):
     assert study.trials[0].state == optuna.trial.TrialState.RUNNING and study.trials[0].user_attrs["pid"] == os.getpid()
 
 
+def test_workers_tagging_one_run_at_the_same_moment_both_succeed(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient()
+    experiment = client.create_experiment("tune")
+    run_ids = [client.create_run(experiment).info.run_id for _ in range(5)]  # five races: one may go the easy way
+    start, errors = threading.Barrier(8), []
+
+    def tag(i: int) -> None:
+        for run_id in run_ids:
+            start.wait()  # all eight write the run's first tags at once, as workers finishing together do
+            try:
+                tune.set_shared_tags(run_id, {"best_trial": "true", "best_lr": str(i)})
+            except Exception as exc:  # noqa: BLE001 - the test reports any
+                errors.append(exc)
+
+    threads = [threading.Thread(target=tag, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert all(client.get_run(run_id).data.tags["best_trial"] == "true" for run_id in run_ids)
+
+
 def worker(tiny_shards, tmp: Path, n_trials: int, storage: str = "", *extra: str,
            tracking_uri: str = "") -> subprocess.Popen:
     """`python -m src.tune` in its own process group, as a user starts one per machine."""
