@@ -169,7 +169,9 @@ def test_a_new_trial_is_left_to_its_worker_while_it_names_itself(tmp_path):
 
 
 def test_workers_tagging_one_run_at_the_same_moment_both_succeed(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    import mlflow
+
+    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
     client = MlflowClient()
     experiment = client.create_experiment("tune")
     run_ids = [client.create_run(experiment).info.run_id for _ in range(5)]  # five races: one may go the easy way
