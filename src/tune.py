@@ -99,11 +99,12 @@ def recover_orphans(study: optuna.Study, start_grace: float = START_GRACE_S) -> 
     orphan; the storage serialises the FAIL writes and refuses all but the first (UpdateFinishedTrialError), so
     only the worker that failed it re-queues it."""
     orphans = 0
-    heartbeats = optuna.storages._heartbeat.is_heartbeat_enabled(study._storage)  # noqa: SLF001 - they handle it
+    heartbeats = optuna.storages._heartbeat.is_heartbeat_enabled(study._storage)  # noqa: SLF001
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        trial = _with_owner(study, trial, start_grace)
-        if trial.state != optuna.trial.TrialState.RUNNING:
-            continue
+        if not heartbeats:  # with heartbeats a nameless trial turns stale and Optuna retries it
+            trial = _with_owner(study, trial, start_grace)
+            if trial.state != optuna.trial.TrialState.RUNNING:
+                continue
         pid, host = trial.user_attrs.get("pid"), trial.user_attrs.get("host")
         if (pid is None and not heartbeats) or (host == HOST and not _alive(pid)):
             try:
