@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from src import images
+from src import colour, images
 from src.colorize import MAX_PIXELS, output_names
 from src.paths import MODEL_DIR
 from src.predict import Colorizer
@@ -166,7 +166,7 @@ def build(studio: Studio):
     from src.stages.download import sample_photos
 
     spec = studio.loaded.colorizer.spec
-    bins = spec.target == "bins"
+    bins = colour.is_bins(spec.target)
 
     def show(photos, temperature, boost, problems=()):
         results, files = studio.render(photos, temperature, boost)

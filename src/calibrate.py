@@ -45,7 +45,7 @@ def sweep(model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD_DIR, temperature
     from src.stages.evaluate import baselines, train_mean_colour
 
     base = load(model_dir)
-    if base.spec.target != "bins":
+    if not colour.is_bins(base.spec.target):
         raise SystemExit(f"{model_dir} holds a {base.spec.target!r} model: calibration is for the bins target")
     shards = ShardSet.open(shards_dir)
     records = shards.load(split)

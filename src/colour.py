@@ -26,8 +26,16 @@ LUMA_BGR = np.array([0.114, 0.587, 0.299], dtype=np.float32)  # Rec.601, in Open
 CR_SCALE, CB_SCALE = 0.713, 0.564  # OpenCV YCrCb: Cr = (R - Y) * 0.713, Cb = (B - Y) * 0.564
 
 Gray = Literal["luma", "v"]
-Target = Literal["hs", "chroma", "cbcr", "bins"]
-BIN_STEP = 0.2  # bins: grid step over the chroma plane [-1, 1]^2
+Target = Literal["hs", "chroma", "cbcr", "bins", "cbcr_bins"]
+# Class targets: the chroma plane each one's classes tile, and the grid step there (about 80 classes each).
+BIN_SPACES: dict[str, Literal["chroma", "cbcr"]] = {"bins": "chroma", "cbcr_bins": "cbcr"}
+BIN_STEPS = {"bins": 0.2, "cbcr_bins": 0.1}  # chroma spans [-1, 1]^2, (Cr, Cb) [-0.5, 0.5]^2
+BIN_STEP = BIN_STEPS["bins"]
+
+
+def is_bins(target: str) -> bool:
+    """Does the model predict a distribution over chroma classes (bins, cbcr_bins) rather than one colour?"""
+    return target in BIN_SPACES
 
 
 def _pixelwise(image: np.ndarray, code: int) -> np.ndarray:
@@ -75,8 +83,10 @@ def encode_target(hue, sat, target: Target = "chroma", xp: ModuleType = np, valu
     bins: the chroma vector too; the model predicts a distribution over chroma_bins() (see bin_labels).
     cbcr: YCrCb's (Cr, Cb) / 255 in about [-0.5, 0.5] (needs V): linear in RGB, so its squared error tracks the
     RGB error that PSNR measures, where HSV's S counts a dark pixel's faint colour as much as a bright one's.
+    cbcr_bins: (Cr, Cb) too, predicted as a distribution over chroma_bins("cbcr_bins").
     """
     sat = sat / SAT_MAX
+    target = BIN_SPACES.get(target, target)
     if target == "hs":
         return xp.stack([hue / HUE_RANGE, sat], axis=-1)
     if target == "cbcr":
@@ -90,46 +100,62 @@ def encode_target(hue, sat, target: Target = "chroma", xp: ModuleType = np, valu
 
 
 @functools.cache
-def chroma_bins() -> np.ndarray:
-    """Centres (k, 2) of a BIN_STEP grid over the chroma plane, those that reach the unit disk (S <= 1); read-only."""
-    axis = np.arange(-1.0 + BIN_STEP / 2, 1.0, BIN_STEP)
-    grid = np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(-1, 2)
-    centres = grid[np.hypot(grid[:, 0], grid[:, 1]) < 1.0 + BIN_STEP / 2].astype(np.float32)
+def chroma_bins(target: str = "bins") -> np.ndarray:
+    """Centres (k, 2) of a grid over a bins target's chroma plane, those a real colour reaches; read-only.
+
+    bins: the cells of the HSV chroma disk (S <= 1). cbcr_bins: the cells of the (Cr, Cb) plane that some RGB colour
+    falls in (the plane's reachable hexagon), found from a dense sample of the RGB cube.
+    """
+    step = BIN_STEPS[target]
+    if BIN_SPACES[target] == "chroma":
+        axis = np.arange(-1.0 + step / 2, 1.0, step)
+        grid = np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(-1, 2)
+        centres = grid[np.hypot(grid[:, 0], grid[:, 1]) < 1.0 + step / 2]
+    else:
+        levels = np.linspace(0.0, 1.0, 33, dtype=np.float32)
+        r, g, b = (a.ravel() for a in np.meshgrid(levels, levels, levels, indexing="ij"))
+        y = r * LUMA_BGR[2] + g * LUMA_BGR[1] + b * LUMA_BGR[0]
+        cells = np.floor((np.stack([(r - y) * CR_SCALE, (b - y) * CB_SCALE], axis=-1) + 0.5) / step)
+        cells = np.unique(np.clip(cells, 0, round(1.0 / step) - 1), axis=0)
+        centres = (cells + 0.5) * step - 0.5
+    centres = centres.astype(np.float32)
     centres.flags.writeable = False
     return centres
 
 
-def bin_labels(chroma, xp: ModuleType = np):
+def bin_labels(chroma, xp: ModuleType = np, target: str = "bins"):
     """Soft class labels (..., k) for chroma vectors (..., 2): a Gaussian over the bin centres, as Zhang et al.
     (2016) soft-encode ab values, so neighbouring bins share the credit instead of one arbitrary winner."""
-    centres = chroma_bins()
+    centres = chroma_bins(target)
     d2 = xp.sum(xp.square(chroma[..., None, :] - centres), axis=-1)
-    logits = -d2 / (2.0 * (BIN_STEP / 2) ** 2)
+    logits = -d2 / (2.0 * (BIN_STEPS[target] / 2) ** 2)
     logits = logits - xp.max(logits, axis=-1, keepdims=True)
     weights = xp.exp(logits)
     return weights / xp.sum(weights, axis=-1, keepdims=True)
 
 
-def annealed_mean(logits, temperature: float = 1.0, boost: float = 0.0, xp: ModuleType = np):
+def annealed_mean(logits, temperature: float = 1.0, boost: float = 0.0, xp: ModuleType = np, target: str = "bins"):
     """Class scores (..., k) -> chroma (..., 2): the mean of softmax(logits / T) over the bin centres.
 
     T = 1 is the distribution's mean (what a regression would predict); lower T moves towards its mode, more
     colourful where the model is sure (Zhang et al. 2016 use T = 0.38). boost > 0 weighs each class by
-    1 + boost * |centre|: most pixels are near gray, so the plain mode is gray too; this rebalances towards
-    colourful classes at inference, as Zhang et al.'s class rebalancing does in training.
+    1 + boost * its colour strength (0..1): most pixels are near gray, so the plain mode is gray too; this
+    rebalances towards colourful classes at inference, as Zhang et al.'s class rebalancing does in training.
     """
+    centres = chroma_bins(target)
     z = logits / temperature
     if boost:
-        z = z + np.log1p(boost * np.hypot(*chroma_bins().T)).astype(np.float32)
+        strength = np.minimum(np.hypot(*centres.T) * (2.0 if BIN_SPACES[target] == "cbcr" else 1.0), 1.0)
+        z = z + np.log1p(boost * strength).astype(np.float32)
     z = z - xp.max(z, axis=-1, keepdims=True)
     p = xp.exp(z)
     p = p / xp.sum(p, axis=-1, keepdims=True)
-    return xp.matmul(p, chroma_bins())
+    return xp.matmul(p, centres)
 
 
 def colour_strength(encoded, sat, target: Target, xp: ModuleType = np):
     """How colourful the truth is, 0..1: S / 255, or for cbcr the (Cr, Cb) length (a pure red or blue is ~0.5)."""
-    if target == "cbcr":
+    if BIN_SPACES.get(target, target) == "cbcr":
         return xp.minimum(2.0 * xp.sqrt(xp.sum(xp.square(encoded), axis=-1)), 1.0)
     return sat / SAT_MAX
 
@@ -137,6 +163,7 @@ def colour_strength(encoded, sat, target: Target, xp: ModuleType = np):
 def decode_target(encoded: np.ndarray, target: Target = "chroma") -> tuple[np.ndarray, np.ndarray]:
     """Inverse of encode_target for hs and chroma: (..., 2) floats -> OpenCV H (0..179) and S (0..255), float32."""
     a, b = encoded[..., 0].astype(np.float32), encoded[..., 1].astype(np.float32)
+    target = BIN_SPACES.get(target, target)
     if target == "cbcr":
         raise ValueError("cbcr has no H, S decoding: render it with render_prediction")
     if target == "hs":
@@ -179,12 +206,13 @@ def render(luma: np.ndarray, hue: np.ndarray, sat: np.ndarray) -> np.ndarray:
 
 
 def render_prediction(luma: np.ndarray, encoded: np.ndarray, target: Target = "chroma") -> np.ndarray:
-    """Model output (h, w, 2) + luma (h, w) uint8 -> uint8 BGR image (bins: its annealed mean, a chroma vector)."""
+    """Model output (h, w, 2) + luma (h, w) uint8 -> uint8 BGR image (bins targets: their annealed mean)."""
+    target = BIN_SPACES.get(target, target)
     if target == "cbcr":  # float YCrCb in OpenCV: Y in 0..1, chroma offset by 0.5
         ycrcb = np.dstack([luma.astype(np.float32) / VALUE_MAX, encoded.astype(np.float32) + 0.5])
         bgr = cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR)
         return np.clip(np.round(bgr * VALUE_MAX), 0, 255).astype(np.uint8)
-    hue, sat = decode_target(encoded, "chroma" if target == "bins" else target)
+    hue, sat = decode_target(encoded, target)
     return render(luma, hue, sat)
 
 

@@ -216,12 +216,13 @@ def make_optimizer(p: TrainParams, total_steps: int, encoder_variables=()) -> ke
     return base(learning_rate=lr, **options)
 
 
-def class_prior(shards: ShardSet, limit: int = 512, stride: int = 4) -> np.ndarray:
-    """bins: how often each chroma class occurs in the training split (soft labels of a pixel sample), (k,)."""
+def class_prior(shards: ShardSet, target: str = "bins", limit: int = 512, stride: int = 4) -> np.ndarray:
+    """Bins targets: how often each chroma class occurs in the training split (soft labels of a pixel sample), (k,)."""
     records = shards.load("train", limit=limit)[:, ::stride, ::stride]
-    chroma = colour.record_target(records, "bins").reshape(-1, 2)
+    chroma = colour.record_target(records, target).reshape(-1, 2)
     # in chunks: one pass over (pixels, classes, 2) would move gigabytes through memory, 2x slower
-    labels = np.concatenate([colour.bin_labels(part) for part in np.array_split(chroma, max(1, len(chroma) // 16384))])
+    parts = np.array_split(chroma, max(1, len(chroma) // 16384))
+    labels = np.concatenate([colour.bin_labels(part, target=target) for part in parts])
     return labels.mean(axis=0)
 
 
@@ -274,7 +275,8 @@ def fit(p: TrainParams, shards: ShardSet, workdir: Path, callbacks: list | tuple
         log.info("resuming: %d epochs already done in %s", len(previous), workdir)
     throughput = Throughput(p.batch_size)
     with distribution_scope():
-        model = compile_model(p, size, steps * p.epochs, class_prior(shards) if p.model.target == "bins" else None)
+        prior = class_prior(shards, p.model.target) if colour.is_bins(p.model.target) else None
+        model = compile_model(p, size, steps * p.epochs, prior)
     all_callbacks = [
         keras.callbacks.BackupAndRestore(str(workdir / "backup")),
         NaNGuard(),

@@ -29,7 +29,7 @@ def _pool(x, stride: int):
 def as_chroma(y_pred, target: str):
     """The prediction as a point of the target space: bins' class scores become their mean chroma."""
     y_pred = ops.cast(y_pred, "float32")
-    return colour.annealed_mean(y_pred, 1.0, xp=ops) if target == "bins" else y_pred
+    return colour.annealed_mean(y_pred, 1.0, xp=ops, target=target) if colour.is_bins(target) else y_pred
 
 
 @keras.saving.register_keras_serializable(package="colorizer")
@@ -49,15 +49,16 @@ class TargetLoss(keras.losses.Loss):
         self.class_weights = tuple(float(w) for w in class_weights) if class_weights is not None else None
         if kind not in ("mse", "l1", "huber", "ce"):
             raise ValueError(f"loss must be mse, l1, huber or ce, got {kind!r}")
-        if (kind == "ce") != (target == "bins"):
-            raise ValueError(f"loss ce goes with target bins (and only there), got loss {kind!r}, target {target!r}")
+        if (kind == "ce") != colour.is_bins(target):
+            raise ValueError(f"loss ce goes with target bins or cbcr_bins (and only there), got loss {kind!r}, "
+                             f"target {target!r}")
         self.target, self.kind, self.saturation_weight = target, kind, saturation_weight
 
     def call(self, y_true, y_pred):
         truth = encode_truth(y_true, self.target, self.stride)
         if self.kind == "ce":
             scores = ops.cast(y_pred, "float32")
-            labels = colour.bin_labels(truth, ops)
+            labels = colour.bin_labels(truth, ops, self.target)
             per_pixel = -ops.sum(labels * ops.log_softmax(scores, axis=-1), axis=-1)
             if self.class_weights is not None:  # rare (colourful) classes count more: see class_weights()
                 per_pixel = per_pixel * ops.sum(labels * ops.convert_to_tensor(self.class_weights), axis=-1)

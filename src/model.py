@@ -37,8 +37,8 @@ def build_model(p: ModelParams, image_size: int) -> keras.Model:
     gray = keras.Input((None, None, 1), dtype="uint8", name="gray")
     x = layers.Rescaling(1.0 / 255.0, name="to_unit")(gray)
     if p.arch == "seed":
-        if p.target == "bins":
-            raise ValueError("the bins target needs arch unet (seed keeps the original two-channel head)")
+        if colour.is_bins(p.target):
+            raise ValueError(f"the {p.target} target needs arch unet (seed keeps the original two-channel head)")
         return seed_model(gray, x, p)
     if p.arch == "unet":
         return unet(gray, x, p)
@@ -148,6 +148,6 @@ def unet(gray, x, p: ModelParams) -> keras.Model:
         y = layers.UpSampling2D(interpolation="bilinear", name=f"dec{level}_up")(y)
         y = layers.Concatenate(name=f"dec{level}_skip")([y, skip])
         y = _conv_block(y, width, f"dec{level}")
-    outputs = len(colour.chroma_bins()) if p.target == "bins" else 2
+    outputs = len(colour.chroma_bins(p.target)) if colour.is_bins(p.target) else 2
     y = layers.Conv2D(outputs, 1, name="head", dtype="float32")(y)  # float32 head under mixed precision
     return keras.Model(gray, y, name=f"unet_{p.encoder}")

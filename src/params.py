@@ -58,7 +58,8 @@ class ModelParams:
     dropout: float = 0.0  # lite0: dropout on the pretrained encoder's features while training (0 = off)
     global_context: bool = False  # lite0: add the photo's pooled head features to every bottleneck pixel
     gray: Literal["luma", "v"] = "luma"  # what the input channel holds
-    target: Literal["hs", "chroma", "cbcr", "bins"] = "chroma"  # what the output channels encode
+    # what the output channels encode; bins, cbcr_bins: classes over the HSV chroma disk or the (Cr, Cb) plane
+    target: Literal["hs", "chroma", "cbcr", "bins", "cbcr_bins"] = "chroma"
     temperature: float = 0.38  # bins only: annealed-mean temperature at inference (1 = mean, towards 0 = mode)
     colour_boost: float = 0.0  # bins only: weigh classes by 1 + boost * chroma at inference (0 = off)
     inference_size: int = 0  # the square size the model colours at; 0 = the training photos' size

@@ -30,8 +30,8 @@ class Colorizer:
 
     def decode(self, scores: np.ndarray) -> np.ndarray:
         """Raw outputs -> encoded chroma (n, s, s, 2): bins' class scores become their annealed mean."""
-        if self.spec.target == "bins":
-            return colour.annealed_mean(scores, self.spec.temperature, self.spec.boost)
+        if colour.is_bins(self.spec.target):
+            return colour.annealed_mean(scores, self.spec.temperature, self.spec.boost, target=self.spec.target)
         return scores
 
     def predict(self, gray: np.ndarray, batch_size: int = 16) -> np.ndarray:

@@ -71,6 +71,34 @@ def test_bins_cover_the_chroma_disk_and_their_annealed_mean_recovers_the_colour(
     assert np.hypot(*colour.annealed_mean(doubt, 1.0, boost=16.0)[0]) > np.hypot(*colour.annealed_mean(doubt, 1.0)[0])
 
 
+def test_cbcr_bins_tile_the_reachable_cbcr_plane_and_their_mean_renders_the_photo_s_colours():
+    centres, step = colour.chroma_bins("cbcr_bins"), colour.BIN_STEPS["cbcr_bins"]
+    rgb = np.random.default_rng(0).integers(0, 256, (4096, 1, 3), dtype=np.uint8)
+    crcb = cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2YCrCb)[:, 0, 1:] - 0.5
+    nearest = np.sqrt(((crcb[:, None] - centres) ** 2).sum(-1)).min(axis=1)
+    assert nearest.max() <= step / np.sqrt(2) + 1e-6  # every colour lies in some bin's cell
+    reach = np.sqrt(((centres[:, None] - crcb) ** 2).sum(-1)).min(axis=1)
+    assert reach.max() < step  # and every bin holds colours (no classes outside the gamut)
+    assert 60 < len(centres) < 100
+    # soft labels as wide, in steps, as the HSV bins': an interior centre keeps the same share of its own label
+    own = colour.bin_labels(np.float32([[0.05, 0.05]]), target="cbcr_bins").max()
+    assert own == pytest.approx(colour.bin_labels(np.float32([[0.1, 0.1]])).max(), rel=1e-4)
+    # a model that predicts a photo's soft labels exactly colours it back: the path from records to rendering
+    image = photo((32, 32), seed=3)
+    records = colour.bgr_to_record(image)
+    chroma = colour.record_target(records, "cbcr_bins")
+    np.testing.assert_allclose(chroma, crcb_of(image), atol=0.01)
+    mean = colour.annealed_mean(np.log(colour.bin_labels(chroma, target="cbcr_bins") + 1e-12), target="cbcr_bins")
+    rendered = colour.render_prediction(records[..., colour.Y], mean, "cbcr_bins")
+    err = np.abs(rendered.astype(int) - image.astype(int))
+    gray_err = np.abs(np.repeat(records[..., colour.Y:], 3, -1).astype(int) - image.astype(int))
+    assert err.mean() < 0.15 * gray_err.mean() and np.percentile(err, 99) <= 12
+
+
+def crcb_of(bgr_image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(bgr_image.astype(np.float32) / 255.0, cv2.COLOR_BGR2YCrCb)[..., 1:] - 0.5
+
+
 def test_chroma_is_circular_and_ignores_hue_without_saturation():
     near_0, near_179, cyan = colour.encode_target(np.array([1.0, 178.0, 90.0]), np.full(3, 255.0))
     assert np.linalg.norm(near_0 - near_179) < 0.11  # 3 steps (6 degrees) apart, both red

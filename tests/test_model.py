@@ -29,11 +29,13 @@ def test_every_arch_maps_uint8_gray_to_two_channels(arch, encoder, decoders, gra
         assert 0.0 <= out.min() and out.max() <= 1.0  # capped like the original, at the true range
 
 
-def test_bins_target_scores_every_chroma_class_and_needs_the_unet():
-    model = build_model(ModelParams(encoder="light", decoder_widths=(64, 32, 16), target="bins"), 32)
-    assert model.predict(np.zeros((1, 32, 32, 1), np.uint8), verbose=0).shape == (1, 32, 32, len(colour.chroma_bins()))
+@pytest.mark.parametrize("target", ["bins", "cbcr_bins"])
+def test_bins_target_scores_every_chroma_class_and_needs_the_unet(target):
+    model = build_model(ModelParams(encoder="light", decoder_widths=(64, 32, 16), target=target), 32)
+    classes = len(colour.chroma_bins(target))
+    assert model.predict(np.zeros((1, 32, 32, 1), np.uint8), verbose=0).shape == (1, 32, 32, classes)
     with pytest.raises(ValueError, match="arch unet"):
-        build_model(ModelParams(arch="seed", target="bins"), 64)
+        build_model(ModelParams(arch="seed", target=target), 64)
 
 
 def test_cross_entropy_prefers_the_right_colour_and_goes_with_bins_only():
