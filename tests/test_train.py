@@ -49,14 +49,21 @@ def test_weight_averaging_keeps_the_averaged_weights_it_validated(tiny_shards, t
     assert evaluated["rmse"] == pytest.approx(result.best_val_rmse, rel=1e-4)
 
 
-def test_the_bins_target_trains_and_colourises(tiny_shards, tmp_path):
+@pytest.mark.parametrize("target", ["bins", "cbcr_bins"])
+def test_the_bins_target_trains_and_colourises(tiny_shards, tmp_path, target):
+    from src.fit import class_prior
     from src.pipeline import InputSpec
     from src.predict import Colorizer
 
-    p = replace(FAST, model=replace(FAST.model, target="bins"), loss="ce", epochs=2)
+    # the head starts at the class prior of the target's own plane: its mean is the training photos' mean colour
+    train = tiny_shards.load("train")
+    prior_mean = class_prior(tiny_shards, target, stride=1) @ colour.chroma_bins(target)
+    truth_mean = colour.record_target(train, target).reshape(-1, 2).mean(axis=0)
+    np.testing.assert_allclose(prior_mean, truth_mean, atol=0.1 * colour.BIN_STEPS[target])
+    p = replace(FAST, model=replace(FAST.model, target=target), loss="ce", epochs=2)
     result = fit_once(tiny_shards, tmp_path, p)
     assert result.history["val_rmse"].notna().all()
-    colorizer = Colorizer(result.model, InputSpec(target="bins", temperature=0.38), tiny_shards.image_size)
+    colorizer = Colorizer(result.model, InputSpec(target=target, temperature=0.38), tiny_shards.image_size)
     records = tiny_shards.load("val", limit=2)
     out = colorizer.colorize_records(records)
     assert out.shape == records.shape[:-1] + (3,) and out.dtype == np.uint8
@@ -66,7 +73,7 @@ def test_the_bins_target_trains_and_colourises(tiny_shards, tmp_path):
     from src.predict import save
 
     (tmp_path / "models").mkdir()
-    save(result.model, InputSpec(target="bins"), tiny_shards.image_size, tmp_path / "models")
+    save(result.model, InputSpec(target=target), tiny_shards.image_size, tmp_path / "models")
     table = calibrate.sweep(tmp_path / "models", tiny_shards.root, temperatures=(1.0, 0.5), boosts=(0.0, 16.0),
                             sizes=(32, 64))
     assert len(table) == 8 and table["PSNR - gray"].notna().all()
@@ -75,7 +82,7 @@ def test_the_bins_target_trains_and_colourises(tiny_shards, tmp_path):
     assert boosted > plain
     at = {size: rows["colourful / truth"].to_numpy() for size, rows in table.groupby("inference_size")}
     assert not np.allclose(at[32], at[64])  # the model ran again at 64 px
-    save(result.model, InputSpec(target="bins"), 64, tmp_path / "models")  # a model that colours at 64 px
+    save(result.model, InputSpec(target=target), 64, tmp_path / "models")  # a model that colours at 64 px
     default = calibrate.sweep(tmp_path / "models", tiny_shards.root, temperatures=(1.0,), boosts=(0.0,))
     assert list(default["inference_size"]) == calibrate.sizes_for(tiny_shards.image_size)  # from the training size
 
