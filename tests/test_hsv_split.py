@@ -132,11 +132,13 @@ def test_a_worker_killed_mid_file_is_a_recorded_skip_and_the_stage_finishes(tmp_
     done = threading.Event()
     killed = []
 
-    def oom_killer():  # plays the kernel's OOM killer: any worker past 200 MB resident dies
+    def oom_killer():  # plays the kernel's OOM killer: any worker past 200 MB of its own memory dies
         while not done.is_set():
             for child in psutil.Process().children(recursive=True):
                 try:
-                    if child.memory_info().rss > 200 * 2**20:
+                    # unique memory, not RSS: a child forked from this big process shares all its pages until it
+                    # execs (the resource tracker, the forkserver); killing one of those there broke a CI run
+                    if child.memory_full_info().uss > 200 * 2**20:
                         child.kill()
                         killed.append(child.pid)
                 except psutil.NoSuchProcess:
