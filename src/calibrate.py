@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from src import colour, metrics
 from src.files import write_text
@@ -56,19 +57,23 @@ def sweep(model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD_DIR, temperature
     constant_hue = np.mean([metrics.hue_error(b["constant"], t) for b, t in zip(baseline, truth)])
     truth_colour = np.mean([metrics.colourfulness(t) for t in truth])
     rows = []
-    for size in sizes or sizes_for(shards.image_size):  # the training photos' size, not the model's current one
-        at_size = Colorizer(base.model, base.spec, size)
-        scores = at_size.scores(at_size.records_input(records))  # once per size: the rest only changes decoding
-        for temperature, boost in itertools.product(temperatures, boosts):
-            spec = dataclasses.replace(base.spec, temperature=temperature, boost=boost)
-            out = dataclasses.replace(at_size, spec=spec).colorize_records(records, scores=scores)
-            gain = float(np.mean([metrics.psnr(o, t) for o, t in zip(out, truth)] - gray_psnr))
-            share = float(np.mean([metrics.colourfulness(o) for o in out]) / truth_colour)
-            hue = float(np.mean([metrics.hue_error(o, t) for o, t in zip(out, truth)]) / constant_hue)
-            rows.append({"inference_size": size, "temperature": temperature, "colour_boost": boost,
-                         "PSNR - gray": gain, "colourful / truth": share, "hue err / constant's": hue,
-                         "worst target ratio": min(gain / TARGET_GAIN_DB, share / TARGET_SHARE,
-                                                   TARGET_HUE_SHARE / hue)})
+    sizes = sizes or sizes_for(shards.image_size)  # the training photos' size, not the model's current one
+    settings = list(itertools.product(temperatures, boosts))
+    with tqdm(total=len(sizes) * len(settings), desc="calibrate", unit="setting") as bar:
+        for size in sizes:
+            at_size = Colorizer(base.model, base.spec, size)
+            scores = at_size.scores(at_size.records_input(records))  # once per size: the rest only changes decoding
+            for temperature, boost in settings:
+                spec = dataclasses.replace(base.spec, temperature=temperature, boost=boost)
+                out = dataclasses.replace(at_size, spec=spec).colorize_records(records, scores=scores)
+                gain = float(np.mean([metrics.psnr(o, t) for o, t in zip(out, truth)] - gray_psnr))
+                share = float(np.mean([metrics.colourfulness(o) for o in out]) / truth_colour)
+                hue = float(np.mean([metrics.hue_error(o, t) for o, t in zip(out, truth)]) / constant_hue)
+                rows.append({"inference_size": size, "temperature": temperature, "colour_boost": boost,
+                             "PSNR - gray": gain, "colourful / truth": share, "hue err / constant's": hue,
+                             "worst target ratio": min(gain / TARGET_GAIN_DB, share / TARGET_SHARE,
+                                                       TARGET_HUE_SHARE / hue)})
+                bar.update()
     return pd.DataFrame(rows)
 
 
