@@ -38,6 +38,11 @@ def is_bins(target: str) -> bool:
     return target in BIN_SPACES
 
 
+def _space(target: str) -> str:
+    """The encoding a target's vectors use: a bins target's is that of the plane its classes tile."""
+    return BIN_SPACES.get(target, target)
+
+
 def _pixelwise(image: np.ndarray, code: int) -> np.ndarray:
     """cv2.cvtColor over any leading dimensions (a batch is converted as one tall image)."""
     flat = np.ascontiguousarray(image).reshape(-1, image.shape[-2], image.shape[-1])
@@ -86,7 +91,7 @@ def encode_target(hue, sat, target: Target = "chroma", xp: ModuleType = np, valu
     cbcr_bins: (Cr, Cb) too, predicted as a distribution over chroma_bins("cbcr_bins").
     """
     sat = sat / SAT_MAX
-    target = BIN_SPACES.get(target, target)
+    target = _space(target)
     if target == "hs":
         return xp.stack([hue / HUE_RANGE, sat], axis=-1)
     if target == "cbcr":
@@ -145,7 +150,7 @@ def annealed_mean(logits, temperature: float = 1.0, boost: float = 0.0, xp: Modu
     centres = chroma_bins(target)
     z = logits / temperature
     if boost:
-        strength = np.minimum(np.hypot(*centres.T) * (2.0 if BIN_SPACES[target] == "cbcr" else 1.0), 1.0)
+        strength = colour_strength(centres, np.hypot(*centres.T) * SAT_MAX, target)
         z = z + np.log1p(boost * strength).astype(np.float32)
     z = z - xp.max(z, axis=-1, keepdims=True)
     p = xp.exp(z)
@@ -155,7 +160,7 @@ def annealed_mean(logits, temperature: float = 1.0, boost: float = 0.0, xp: Modu
 
 def colour_strength(encoded, sat, target: Target, xp: ModuleType = np):
     """How colourful the truth is, 0..1: S / 255, or for cbcr the (Cr, Cb) length (a pure red or blue is ~0.5)."""
-    if BIN_SPACES.get(target, target) == "cbcr":
+    if _space(target) == "cbcr":
         return xp.minimum(2.0 * xp.sqrt(xp.sum(xp.square(encoded), axis=-1)), 1.0)
     return sat / SAT_MAX
 
@@ -163,7 +168,7 @@ def colour_strength(encoded, sat, target: Target, xp: ModuleType = np):
 def decode_target(encoded: np.ndarray, target: Target = "chroma") -> tuple[np.ndarray, np.ndarray]:
     """Inverse of encode_target for hs and chroma: (..., 2) floats -> OpenCV H (0..179) and S (0..255), float32."""
     a, b = encoded[..., 0].astype(np.float32), encoded[..., 1].astype(np.float32)
-    target = BIN_SPACES.get(target, target)
+    target = _space(target)
     if target == "cbcr":
         raise ValueError("cbcr has no H, S decoding: render it with render_prediction")
     if target == "hs":
@@ -207,7 +212,7 @@ def render(luma: np.ndarray, hue: np.ndarray, sat: np.ndarray) -> np.ndarray:
 
 def render_prediction(luma: np.ndarray, encoded: np.ndarray, target: Target = "chroma") -> np.ndarray:
     """Model output (h, w, 2) + luma (h, w) uint8 -> uint8 BGR image (bins targets: their annealed mean)."""
-    target = BIN_SPACES.get(target, target)
+    target = _space(target)
     if target == "cbcr":  # float YCrCb in OpenCV: Y in 0..1, chroma offset by 0.5
         ycrcb = np.dstack([luma.astype(np.float32) / VALUE_MAX, encoded.astype(np.float32) + 0.5])
         bgr = cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR)
