@@ -56,10 +56,14 @@ def test_the_bins_target_trains_and_colourises(tiny_shards, tmp_path, target):
     from src.predict import Colorizer
 
     # the head starts at the class prior of the target's own plane: its mean is the training photos' mean colour
+    # and its spread the photos' (plus the soft labels' own 2 sigma^2): these gray-on-average photos have a mean
+    # near zero in any plane, but their chroma lengths differ by plane
     train = tiny_shards.load("train")
-    prior_mean = class_prior(tiny_shards, target, stride=1) @ colour.chroma_bins(target)
-    truth_mean = colour.record_target(train, target).reshape(-1, 2).mean(axis=0)
-    np.testing.assert_allclose(prior_mean, truth_mean, atol=0.1 * colour.BIN_STEPS[target])
+    prior, centres = class_prior(tiny_shards, target, stride=1), colour.chroma_bins(target)
+    truth = colour.record_target(train, target).reshape(-1, 2)
+    np.testing.assert_allclose(prior @ centres, truth.mean(axis=0), atol=0.1 * colour.BIN_STEPS[target])
+    label_spread = 2 * (colour.BIN_STEPS[target] / 2) ** 2
+    assert prior @ (centres**2).sum(1) == pytest.approx((truth**2).sum(1).mean() + label_spread, rel=0.1)
     p = replace(FAST, model=replace(FAST.model, target=target), loss="ce", epochs=2)
     result = fit_once(tiny_shards, tmp_path, p)
     assert result.history["val_rmse"].notna().all()
