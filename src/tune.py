@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import socket
 import sys
 import tempfile
@@ -106,7 +105,7 @@ def recover_orphans(study: optuna.Study, start_grace: float = START_GRACE_S) -> 
             if trial.state != optuna.trial.TrialState.RUNNING:
                 continue
         pid, host = trial.user_attrs.get("pid"), trial.user_attrs.get("host")
-        if (pid is None and not heartbeats) or (host == HOST and not _alive(pid)):
+        if (pid is None and not heartbeats) or (host == HOST and not _alive(pid, trial.user_attrs.get("started"))):
             try:
                 study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)  # noqa: SLF001
             except optuna.exceptions.UpdateFinishedTrialError:
@@ -128,14 +127,22 @@ def _with_owner(study: optuna.Study, trial: optuna.trial.FrozenTrial, grace: flo
     return trial
 
 
-def _alive(pid: int) -> bool:
+def owner() -> dict[str, Any]:
+    """The user attrs that name the process running a trial. The pid alone does not: a dead worker's pid is soon
+    reused, by a process or by a thread (kill(2) accepts thread ids, and TensorFlow starts dozens of threads), so
+    its start time goes with it. The pid comes last: a trial with a pid is a named one."""
+    me = psutil.Process()
+    return {"host": HOST, "started": me.create_time(), "pid": me.pid}
+
+
+def _alive(pid: int, started: float | None) -> bool:
+    """Whether a process (not a thread) with this pid runs, and, when the trial recorded it, started then."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.pid_exists(pid) and (started is None or abs(psutil.Process(pid).create_time() - started) < 0.01)
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    return True
 
 
 TRIAL_FAILURES: tuple[type[BaseException], ...] = (FloatingPointError, MemoryError, RuntimeError, ValueError)
@@ -218,8 +225,8 @@ class Objective:
             # a first beat now: the heartbeat thread records its first only when it gets the GIL, and a trial
             # whose worker dies before any beat is never found stale, so no worker would ever retry it
             storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
-        trial.set_user_attr("pid", os.getpid())
-        trial.set_user_attr("host", HOST)
+        for key, value in owner().items():
+            trial.set_user_attr(key, value)
         p = apply_values(self.base, suggest(trial, self.space))
         keras.backend.clear_session()  # memory stays flat across in-process trials
         fit.configure(p)
