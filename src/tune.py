@@ -166,8 +166,8 @@ class StopAtTrials:
 
     With heartbeats (RDB storage), a worker that would stop only because of others' running trials waits for
     them instead: a trial of a dead worker turns stale after the grace period, is failed and re-queued, and this
-    worker runs the retry. Without heartbeats (journal file) a dead worker's trial is found by recover_orphans
-    when a worker starts."""
+    worker runs the retry. Without heartbeats (journal file, one machine) recover_orphans finds it: when a worker
+    starts, and here, each time a worker finishes a trial."""
 
     FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
@@ -180,6 +180,8 @@ class StopAtTrials:
         while True:
             if interval:
                 optuna.storages.fail_stale_trials(study)
+            else:
+                recover_orphans(study)  # a worker killed since this one started: its trial is re-queued here
             states = Counter(t.state for t in study.get_trials(deepcopy=False))
             done = states[self.FINISHED[0]] + states[self.FINISHED[1]]
             running, waiting = states[optuna.trial.TrialState.RUNNING], states[optuna.trial.TrialState.WAITING]
@@ -189,7 +191,7 @@ class StopAtTrials:
             if done + running < self.n or waiting:
                 return  # work is left for this worker
             if not interval:
-                study.stop()  # the others' running trials complete the study
+                study.stop()  # the others' running trials, whose workers are alive, complete the study
                 return
             # wait: do they finish, or turn stale and come back? (checked often: a finished trial ends the wait)
             time.sleep(min(interval, POLL_S))

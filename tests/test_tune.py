@@ -248,6 +248,35 @@ def test_two_workers_share_one_study_without_lost_or_duplicated_trials(tiny_shar
     assert len({t.user_attrs["pid"] for t in study.trials}) == 2  # both workers did trials
 
 
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_leaves_its_trial_to_the_worker_still_running(tiny_shards, tmp_path):
+    """No rerun needed: the survivor finds the dead worker's trial when it finishes its own, and redoes it."""
+    MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()  # schema created once, as by `dvc repro`
+    victim, survivor = worker(tiny_shards, tmp_path, 3), worker(tiny_shards, tmp_path, 3)
+    storage = tune.storage_for(str(tmp_path / "journal.log"))
+    both_in_a_trial, deadline = False, time.monotonic() + 600
+    while not both_in_a_trial and time.monotonic() < deadline and victim.poll() is None and survivor.poll() is None:
+        try:
+            trials = optuna.load_study(study_name="shared", storage=storage).trials
+        except KeyError:
+            trials = []
+        running = {t.user_attrs.get("pid") for t in trials if t.state == optuna.trial.TrialState.RUNNING}
+        both_in_a_trial = running == {victim.pid, survivor.pid}
+        time.sleep(0.2)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert both_in_a_trial, logs(tmp_path)
+    assert survivor.wait(timeout=900) == 0, logs(tmp_path)
+    study = optuna.load_study(study_name="shared", storage=tune.storage_for(str(tmp_path / "journal.log")))
+    seen = [(t.number, t.state.name, t.user_attrs.get("pid"), t.user_attrs.get("retry_of")) for t in study.trials]
+    killed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(killed) == 1 and killed[0].user_attrs["pid"] == victim.pid, seen
+    finished = [t for t in study.trials if t.state in tune.StopAtTrials.FINISHED]
+    assert len(finished) == 3, seen
+    assert any(t.user_attrs.get("retry_of") == killed[0].number and t.user_attrs["pid"] == survivor.pid
+               for t in finished), seen
+
+
 def test_a_trial_whose_worker_died_before_naming_itself_is_redone(tiny_shards, tmp_path):
     study = optuna.create_study(study_name="shared", storage=tune.storage_for(str(tmp_path / "journal.log")))
     orphan = study.ask()  # a worker killed between Optuna creating the trial and writing its pid into it
