@@ -23,7 +23,7 @@ from tests.repo import dvc, env
 from tests.repo import run as run_cmd
 from tests.services import invoke, mlflow_server, model_server
 from tests.test_gate import set_params
-from tests.test_tune import logs, worker
+from tests.test_tune import logs, trials_so_far, worker
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 TOLERANCE = 0.05  # relative, after one epoch: each replica normalises its 8 images with its own BatchNorm statistics
@@ -70,13 +70,10 @@ def test_a_killed_worker_s_trial_is_failed_by_the_heartbeat_and_retried_by_the_o
     beat = ("--heartbeat-interval", "1", "--grace-period", "3")
     first = worker(tiny_shards, tmp_path, 3, pg_url, *beat)
     second = worker(tiny_shards, tmp_path, 3, pg_url, *beat)
-    deadline = time.monotonic() + 600
+    storage, deadline = tune.storage_for(pg_url), time.monotonic() + 600
     victim = None
     while victim is None and time.monotonic() < deadline:
-        try:
-            trials = load(pg_url).trials
-        except KeyError:
-            trials = []
+        trials = trials_so_far(storage)
         running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("pid") == first.pid]
         if running and sum(t.state in FINISHED for t in trials) <= 1:
             victim = running[0].number

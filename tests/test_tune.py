@@ -233,6 +233,14 @@ def logs(tmp: Path) -> list[str]:
     return [p.read_text()[-2000:] for p in tmp.glob("worker-*.log")]
 
 
+def trials_so_far(storage: optuna.storages.BaseStorage) -> list[optuna.trial.FrozenTrial]:
+    """The shared study's trials while workers run; none before one of them has created the study."""
+    try:
+        return optuna.load_study(study_name="shared", storage=storage).trials
+    except KeyError:
+        return []
+
+
 @pytest.mark.slow
 def test_two_workers_share_one_study_without_lost_or_duplicated_trials(tiny_shards, tmp_path):
     MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()  # schema created once, as by `dvc repro`
@@ -256,11 +264,8 @@ def test_a_worker_killed_mid_trial_leaves_its_trial_to_the_worker_still_running(
     storage = tune.storage_for(str(tmp_path / "journal.log"))
     both_in_a_trial, deadline = False, time.monotonic() + 600
     while not both_in_a_trial and time.monotonic() < deadline and victim.poll() is None and survivor.poll() is None:
-        try:
-            trials = optuna.load_study(study_name="shared", storage=storage).trials
-        except KeyError:
-            trials = []
-        running = {t.user_attrs.get("pid") for t in trials if t.state == optuna.trial.TrialState.RUNNING}
+        running = {t.user_attrs.get("pid") for t in trials_so_far(storage)
+                   if t.state == optuna.trial.TrialState.RUNNING}
         both_in_a_trial = running == {victim.pid, survivor.pid}
         time.sleep(0.2)
     os.killpg(victim.pid, signal.SIGKILL)
@@ -292,10 +297,7 @@ def test_a_sweep_killed_mid_trial_resumes_and_redoes_the_interrupted_trial(tiny_
     storage = tune.storage_for(str(tmp_path / "journal.log"))
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        try:
-            trials = optuna.load_study(study_name="shared", storage=storage).trials
-        except KeyError:
-            trials = []
+        trials = trials_so_far(storage)
         if any(t.state == optuna.trial.TrialState.COMPLETE for t in trials) and any(
                 t.state == optuna.trial.TrialState.RUNNING for t in trials):
             break
