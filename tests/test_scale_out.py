@@ -72,18 +72,20 @@ def test_a_killed_worker_s_trial_is_failed_by_the_heartbeat_and_retried_by_the_o
     second = worker(tiny_shards, tmp_path, 3, pg_url, *beat)
     storage, deadline = tune.storage_for(pg_url), time.monotonic() + 600
     victim = None
-    while victim is None and time.monotonic() < deadline:
+    while victim is None and time.monotonic() < deadline and first.poll() is None:
         trials = trials_so_far(storage)
-        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("pid") == first.pid]
-        if running and sum(t.state in FINISHED for t in trials) <= 1:
-            victim = running[0].number
+        running = {t.user_attrs.get("pid"): t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING}
+        # both inside a trial: the second is past its start, where it re-queues a dead local worker's trial itself
+        if running.keys() == {first.pid, second.pid} and sum(t.state in FINISHED for t in trials) <= 1:
+            victim = running[first.pid]
         time.sleep(0.2)
     assert victim is not None, logs(tmp_path)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     assert second.wait(timeout=900) == 0, logs(tmp_path)
     study = load(pg_url)
-    seen = [(t.number, t.state.name, t.user_attrs.get("pid"), t.system_attrs.get("failed_trial")) for t in study.trials]
+    seen = [(t.number, t.state.name, t.user_attrs.get("pid"), t.system_attrs.get("failed_trial"),
+             t.user_attrs.get("retry_of")) for t in study.trials]
     assert study.trials[victim].state == optuna.trial.TrialState.FAIL, (victim, first.pid, seen)
     retries = [t for t in study.trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == victim]
     assert len(retries) == 1 and retries[0].state in FINISHED, (victim, seen)
