@@ -18,8 +18,9 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class DownloadParams:
-    source: Literal["samples", "folder", "url"] = "samples"
+    source: Literal["samples", "folder", "folders", "url"] = "samples"
     folder: str = ""  # local folder of images, searched recursively (source: folder)
+    folders: tuple[str, ...] = ()  # several, each stored under its own name (source: folders)
     url: str = ""  # http(s) .tar/.tar.gz/.zip archive (source: url)
     sha256: str = ""  # expected checksum of the archive; required for source: url
     max_download_bytes: int = 40 * 2**30  # a transfer stops past this (Places365 train_256: 24 GiB)

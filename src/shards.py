@@ -94,7 +94,13 @@ class ShardSet:
         return [s["header_bytes"] for s in self.manifest["splits"][split]["shards"]]
 
     def load(self, split: str, limit: int = 0) -> np.ndarray:
-        """All records of a split as one uint8 array (memory-mapped shards, copied once)."""
-        parts = [np.load(f, mmap_mode="r") for f in self.files(split)]
-        array = np.concatenate(parts) if parts else np.zeros((0, *self.record_shape), np.uint8)
-        return array[:limit] if limit else array
+        """The records of a split (the first `limit` if set) as one uint8 array: memory-mapped shards, and only
+        the shards that `limit` reaches are copied, so a sample costs the same memory whatever the split's size."""
+        parts, wanted = [], limit or self.count(split)
+        for f in self.files(split):
+            if wanted <= 0:
+                break
+            part = np.load(f, mmap_mode="r")[:wanted]
+            parts.append(part)
+            wanted -= len(part)
+        return np.concatenate(parts) if parts else np.zeros((0, *self.record_shape), np.uint8)

@@ -15,7 +15,7 @@ import pytest
 from src import fetch
 from src.params import DownloadParams
 from src.stages import download
-from tests.conftest import photo
+from tests.conftest import photo, shared_folder
 
 
 class ArchiveServer(ThreadingHTTPServer):
@@ -243,3 +243,57 @@ def test_folder_source_copies_every_file_recursively(photo_folder, tmp_path):
     assert sorted(f.relative_to(out).as_posix() for f in out.rglob("*") if f.is_file()) == sorted(
         [f"photo{i}.png" for i in range(6)] + ["sub/readme.txt"]
     )
+
+
+def _folders(tmp_path, *names: str):
+    """Folders of real PNG photos whose file names are the same in each (photo0.png ...)."""
+    made = []
+    for k, name in enumerate(names):
+        folder = tmp_path / f"src{k}" / name
+        folder.mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(folder / f"photo{i}.png"), photo(seed=10 * k + i))
+        made.append(folder)
+    return made
+
+
+def test_folders_source_stores_each_folder_under_its_name_so_equal_names_never_clash(tmp_path):
+    city, forest = _folders(tmp_path, "city", "forest")
+    (forest / "deep").mkdir()
+    cv2.imwrite(str(forest / "deep" / "photo0.png"), photo(seed=99))
+    out = download.run(DownloadParams(source="folders", folders=(str(city), str(forest))), out=tmp_path / "raw")
+    stored = sorted(f.relative_to(out).as_posix() for f in out.rglob("*") if f.is_file())
+    assert stored == ["city/photo0.png", "city/photo1.png", "city/photo2.png", "forest/deep/photo0.png",
+                      "forest/photo0.png", "forest/photo1.png", "forest/photo2.png"]
+    assert (out / "forest" / "photo1.png").read_bytes() == (forest / "photo1.png").read_bytes()
+
+
+@pytest.mark.parametrize("case", ["missing", "no image", "same name", "empty list"])
+def test_a_bad_folders_entry_is_a_clear_error_naming_it_and_nothing_is_written(tmp_path, case):
+    good, = _folders(tmp_path, "good")
+    bad = {"missing": tmp_path / "nowhere", "no image": tmp_path / "notes", "same name": tmp_path / "other" / "good",
+           "empty list": None}[case]
+    if case == "no image":
+        bad.mkdir()
+        (bad / "readme.txt").write_text("not a photo")
+    if case == "same name":
+        _folders(tmp_path / "other", "good")
+        bad = tmp_path / "other" / "src0" / "good"
+    folders = () if bad is None else (str(good), str(bad))
+    message = {"missing": "is not a folder", "no image": "holds no image", "same name": "are both named 'good'",
+               "empty list": "needs download.folders"}[case]
+    with pytest.raises((FileNotFoundError, RuntimeError, ValueError), match=message) as err:
+        download.run(DownloadParams(source="folders", folders=folders), out=tmp_path / "raw")
+    if bad is not None:
+        assert str(bad) in str(err.value)
+    assert not (tmp_path / "raw").exists()
+
+
+def test_folders_source_on_real_photo_folders_keeps_every_file_of_each(tmp_path):
+    coco, cbsd = shared_folder("coco"), shared_folder("cbsd68")
+    out = download.run(DownloadParams(source="folders", folders=(str(coco), str(cbsd))), out=tmp_path / "raw")
+    for folder in (coco, cbsd):
+        expected = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        got = sorted(p.relative_to(out / folder.name).as_posix() for p in (out / folder.name).rglob("*") if p.is_file())
+        assert got == expected and len(got) >= 68
+    assert sorted(p.name for p in out.iterdir()) == ["cbsd68", "coco"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,31 @@ def test_data_stages_reproduce_and_a_second_run_has_nothing_to_do(tmp_path):
     assert "Data and pipelines are up to date" in second.stdout
     shown = dvc("metrics", "show", "--json", cwd=repo)
     assert '"used"' in shown.stdout
+
+
+@pytest.mark.slow
+def test_dvc_repro_on_several_folders_reports_each_file_s_folder(tmp_path):
+    import cv2
+    import pandas as pd
+
+    from tests.conftest import photo
+    from tests.repo import run
+
+    folders = []
+    for k, name in enumerate(("city", "forest")):
+        folder = tmp_path / "photos" / name
+        folder.mkdir(parents=True)
+        for i in range(4):  # the same file names in both folders
+            cv2.imwrite(str(folder / f"photo{i}.png"), photo(seed=10 * k + i))
+        folders.append(str(folder))
+    (tmp_path / "photos" / "forest" / "notes.txt").write_text("not a photo")
+    repo = copy_repo(tmp_path / "repo")
+    profile = tmp_path / "folders.yaml"
+    profile.write_text(yaml.safe_dump({"download": {"source": "folders", "folders": folders},
+                                       "hsv_split": {"tile": 0}}))
+    run([sys.executable, "-m", "src.profile", str(profile)], cwd=repo)
+    dvc("repro", "hsv-split", cwd=repo)
+    report = pd.read_csv(repo / "reports" / "hsv_split.csv", keep_default_na=False).set_index("file")
+    assert report.loc["city/photo0.png", "folder"] == "city" and report.loc["forest/photo0.png", "folder"] == "forest"
+    assert report.groupby("folder")["status"].apply(lambda s: (s == "used").sum()).to_dict() == {"city": 4, "forest": 4}
+    assert report.loc["forest/notes.txt", "status"] == "skipped"

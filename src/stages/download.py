@@ -3,7 +3,8 @@
     python -m src.stages.download            # uses params.yaml: download.*
 
 Sources: `samples` (real photos that installed packages ship; offline default), `folder` (a local folder, copied
-recursively, every file kept so the next stage can account for it) or `url` (a tar/zip archive, e.g. Places365's
+recursively, every file kept so the next stage can account for it), `folders` (several, each copied under its own
+name: data/raw/<name>/..., so equal file names never clash and hsv-split reports each file's folder) or `url` (a tar/zip archive, e.g. Places365's
 256x256 test archive, verified by SHA-256, resumed if interrupted, extracted safely).
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from PIL import Image
 from tqdm import tqdm
 
 from src import fetch
@@ -39,6 +41,9 @@ SAMPLE_PHOTOS = (
 )
 
 
+IMAGE_SUFFIXES = frozenset(Image.registered_extensions())
+
+
 def sample_photos() -> list[tuple[Path, str]]:
     """(absolute path, destination name) of the shipped sample photos that are installed."""
     found = []
@@ -57,14 +62,30 @@ def sample_photos() -> list[tuple[Path, str]]:
     return found
 
 
-def folder_files(folder: Path) -> list[tuple[Path, str]]:
-    """Every regular file under `folder`, keeping relative paths (hidden files too: hsv-split reports them)."""
+def folder_files(folder: Path, key: str = "download.folder", prefix: str = "") -> list[tuple[Path, str]]:
+    """Every regular file under `folder`, keeping relative paths below `prefix` (hidden files too: hsv-split
+    reports them). A folder with no file that has an image extension is refused: it is almost surely the wrong one."""
     if not folder.is_dir():
-        raise FileNotFoundError(f"download.folder {folder} is not a folder")
+        raise FileNotFoundError(f"{key} {folder} is not a folder")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
-    if not files:
-        raise RuntimeError(f"download.folder {folder} holds no files")
-    return [(p, p.relative_to(folder).as_posix()) for p in files]
+    if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in files):
+        raise RuntimeError(f"{key} {folder} holds no image ({len(files)} files, none with an image extension)")
+    return [(p, prefix + p.relative_to(folder).as_posix()) for p in files]
+
+
+def folders_files(folders: tuple[str, ...]) -> list[tuple[Path, str]]:
+    """The files of several folders, each under its folder's name; two folders of one name are refused."""
+    if not folders:
+        raise ValueError("download.source folders needs download.folders: a list of folders")
+    named: dict[str, Path] = {}
+    for entry in folders:
+        folder = Path(entry).expanduser()
+        name = folder.resolve().name
+        if name in named:
+            raise ValueError(f"download.folders: {named[name]} and {folder} are both named {name!r}; "
+                             f"their files would share data/raw/{name}/: rename or link one")
+        named[name] = folder
+    return [f for name, folder in named.items() for f in folder_files(folder, "download.folders entry", f"{name}/")]
 
 
 def copy_files(files: list[tuple[Path, str]], out: Path) -> None:
@@ -82,6 +103,8 @@ def run(p: DownloadParams, out: Path = RAW_DIR, cache: Path = DOWNLOAD_CACHE) ->
         copy_files(sample_photos(), out)
     elif p.source == "folder":
         copy_files(folder_files(Path(p.folder).expanduser()), out)
+    elif p.source == "folders":
+        copy_files(folders_files(p.folders), out)
     elif p.source == "url":
         if not p.url.startswith(("http://", "https://")):
             raise ValueError(f"download.url must be an http(s) URL, got {p.url!r}")
@@ -89,7 +112,7 @@ def run(p: DownloadParams, out: Path = RAW_DIR, cache: Path = DOWNLOAD_CACHE) ->
         archive = fetch.download(p.url, cache / fetch.archive_name(p.url), p.sha256, max_bytes=p.max_download_bytes)
         fetch.extract(archive, out, max_bytes=p.max_extract_bytes, max_members=p.max_members)
     else:
-        raise ValueError(f"download.source must be samples, folder or url, got {p.source!r}")
+        raise ValueError(f"download.source must be samples, folder, folders or url, got {p.source!r}")
     log.info("raw photos in %s: %d files", out, sum(1 for f in out.rglob("*") if f.is_file()))
     return out
 

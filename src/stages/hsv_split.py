@@ -45,7 +45,10 @@ class Result:
 
 
 def _row(path: Path, root: Path) -> dict:
-    return {"file": path.relative_to(root).as_posix(), "status": "skipped", "reason": "", "width": 0, "height": 0,
+    rel = path.relative_to(root)
+    # the top folder: with download.folders, the source folder the file came from
+    folder = rel.parts[0] if len(rel.parts) > 1 else ""
+    return {"file": rel.as_posix(), "folder": folder, "status": "skipped", "reason": "", "width": 0, "height": 0,
             "photo": "", "chroma": np.nan, "records": 0}
 
 
