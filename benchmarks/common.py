@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,10 +15,25 @@ from tests.repo import env
 RESULTS = Path(__file__).resolve().parent.parent / "experiments" / "benchmarks"
 
 
-def run_measured(args: list[str], cwd: Path, poll_s: float = 0.02) -> tuple[float, float]:
-    """Run a command; return (wall seconds, peak RSS in MiB of its whole process tree)."""
+def run_measured(args: list[str], cwd: Path, poll_s: float = 0.02, log: Path | None = None) -> tuple[float, float]:
+    """Run a command; return (wall seconds, peak RSS in MiB of its whole process tree). Its stderr goes to `log`
+    (a file, not a pipe: a long stage's progress bars would fill a pipe nobody reads and block it)."""
+    temporary = log is None
+    log = log or Path(tempfile.mkstemp(prefix="bench-", suffix=".log")[1])
     start = time.perf_counter()
-    proc = psutil.Popen(args, cwd=cwd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with open(log, "wb") as err:
+        proc = psutil.Popen(args, cwd=cwd, env=env(), stdout=subprocess.DEVNULL, stderr=err)
+        peak = _watch(proc, poll_s)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args} failed:\n{log.read_text(errors='replace')[-3000:]}")
+    if temporary:
+        log.unlink()
+    return wall, peak / 2**20
+
+
+def _watch(proc: psutil.Popen, poll_s: float) -> int:
+    """Peak RSS in bytes of `proc` and its children until it exits."""
     peak = 0
     while proc.poll() is None:
         try:
@@ -26,10 +42,7 @@ def run_measured(args: list[str], cwd: Path, poll_s: float = 0.02) -> tuple[floa
         except psutil.Error:
             pass
         time.sleep(poll_s)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{args} failed:\n{proc.stderr.read().decode()[-3000:]}")
-    return wall, peak / 2**20
+    return peak
 
 
 def stage(name: str, cwd: Path) -> tuple[float, float]:

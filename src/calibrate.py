@@ -82,8 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=MODEL_DIR)
     parser.add_argument("--shards", type=Path, default=SHARD_DIR)
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
+    parser.add_argument("--temperatures", type=float, nargs="+", default=TEMPERATURES, metavar="T")
+    parser.add_argument("--boosts", type=float, nargs="+", default=BOOSTS, metavar="B")
+    parser.add_argument("--sizes", type=int, nargs="+", metavar="PX",
+                        help="inference sizes (default: 1 to 10/7 of the training photos' size)")
     args = parser.parse_args(argv)
-    table = sweep(args.models, args.shards)
+    table = sweep(args.models, args.shards, args.temperatures, args.boosts, args.sizes)
     best = table.loc[table["worst target ratio"].idxmax()]
     markdown = table.to_markdown(index=False, floatfmt=("g",) + (".3f",) * (table.shape[1] - 1))  # sizes as integers
     print(markdown)

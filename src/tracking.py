@@ -54,7 +54,8 @@ def log_run_context(params: dict, shards: ShardSet) -> None:
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.data.sources import LocalArtifactDatasetSource
 
-    mlflow.log_params({**params, "data.image_size": shards.image_size})
+    mlflow.log_params({**params, "data.image_size": shards.image_size,
+                       "data.train_photos": shards.manifest["splits"]["train"]["photos"]})
     mlflow.set_tag("git_commit", git_commit())
     manifest_digest = hashlib.sha256((shards.root / MANIFEST).read_bytes()).hexdigest()
     dvc_md5 = dvc_hash(os.path.relpath(shards.root, ROOT))

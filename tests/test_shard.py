@@ -135,3 +135,15 @@ def test_rescaling_without_a_crop_is_a_clear_error(many_photos, tmp_path):
     shards = build(many_photos, tmp_path, ShardParams())
     with pytest.raises(ValueError, match="needs train.crop"):
         dataset(shards, "train", InputSpec(), 4, training=True, scale=(0.8, 1.2))
+
+
+def test_a_sample_of_a_split_reads_only_the_shards_it_reaches(many_photos, tmp_path):
+    """train.py's sample grid and fit.py's class prior take a few records: at 15,000 photos, copying the whole
+    split first cost gigabytes. The shards past the sample are not even opened, so removing them changes nothing."""
+    shards = build(many_photos, tmp_path, ShardParams(val_ratio=0.2, test_ratio=0.2, shard_records=5))
+    whole = shards.load("train")
+    assert len(shards.files("train")) >= 3
+    for later in shards.files("train")[2:]:
+        later.unlink()
+    np.testing.assert_array_equal(shards.load("train", limit=7), whole[:7])
+    np.testing.assert_array_equal(shards.load("train", limit=10), whole[:10])
