@@ -1,6 +1,6 @@
 """Scale benchmark: every stage through `dvc repro` on the development photos and on N times as many.
 
-    python -m benchmarks.scale [--profile experiments/recipe15k.yaml] [--times 1 4] [--train-steps 150]
+    python -m benchmarks.scale [--profile experiments/recipe.yaml] [--times 1 4] [--train-steps 150]
 
 The profile's download.folders (1x), then each folder linked N times under other names (`<name>-k`): the same
 files under other names, so N x the photos. For each scale, in a fresh copy of the repository: time and peak RSS
@@ -69,7 +69,7 @@ def measure(repo: Path, logs: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", type=Path, default=ROOT / "experiments" / "recipe15k.yaml")
+    parser.add_argument("--profile", type=Path, default=ROOT / "experiments" / "recipe.yaml")
     parser.add_argument("--times", type=int, nargs="+", default=[1, 4], help="scales to measure")
     parser.add_argument("--train-steps", type=int, default=150, help="training steps measured at each scale")
     args = parser.parse_args()
