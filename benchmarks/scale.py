@@ -44,7 +44,8 @@ def configure(repo: Path, profile: Path, folders: list[Path], train_steps: int) 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["download"]["folders"] = [str(f) for f in folders]
     params["train"].update(epochs=1, steps_per_epoch=train_steps, sample_every=100)
-    params["evaluate"]["register_as"] = ""
+    params["evaluate"].update(register_as="", extra_folder=str((ROOT / params["evaluate"]["extra_folder"]).resolve())
+                              if params["evaluate"]["extra_folder"] else "")
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
