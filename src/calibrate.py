@@ -38,7 +38,7 @@ def sizes_for(image_size: int) -> list[int]:
 
 
 def sweep(model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD_DIR, temperatures=TEMPERATURES, boosts=BOOSTS,
-          sizes=None, split: str = "val") -> pd.DataFrame:
+          sizes=None, split: str = "val", batch_size: int = 16) -> pd.DataFrame:
     """One row per (size, temperature, boost): mean PSNR gain over gray, colourfulness share, hue error share and
     the worst ratio to the targets."""
     from src.predict import Colorizer, load
@@ -49,31 +49,38 @@ def sweep(model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD_DIR, temperature
     if not colour.is_bins(base.spec.target):
         raise SystemExit(f"{model_dir} holds a {base.spec.target!r} model: calibration is for the bins target")
     shards = ShardSet.open(shards_dir)
-    records = shards.load(split)
-    truth = colour.record_to_bgr(records)
     mean_hs = train_mean_colour(shards)
-    baseline = [baselines(t, mean_hs) for t in truth]
-    gray_psnr = np.array([metrics.psnr(b["gray"], t) for b, t in zip(baseline, truth)])
-    constant_hue = np.mean([metrics.hue_error(b["constant"], t) for b, t in zip(baseline, truth)])
-    truth_colour = np.mean([metrics.colourfulness(t) for t in truth])
-    rows = []
     sizes = sizes or sizes_for(shards.image_size)  # the training photos' size, not the model's current one
-    settings = list(itertools.product(temperatures, boosts))
-    with tqdm(total=len(sizes) * len(settings), desc="calibrate", unit="setting") as bar:
-        for size in sizes:
-            at_size = Colorizer(base.model, base.spec, size)
-            scores = at_size.scores(at_size.records_input(records))  # once per size: the rest only changes decoding
-            for temperature, boost in settings:
-                spec = dataclasses.replace(base.spec, temperature=temperature, boost=boost)
-                out = dataclasses.replace(at_size, spec=spec).colorize_records(records, scores=scores)
-                gain = float(np.mean([metrics.psnr(o, t) for o, t in zip(out, truth)] - gray_psnr))
-                share = float(np.mean([metrics.colourfulness(o) for o in out]) / truth_colour)
-                hue = float(np.mean([metrics.hue_error(o, t) for o, t in zip(out, truth)]) / constant_hue)
-                rows.append({"inference_size": size, "temperature": temperature, "colour_boost": boost,
-                             "PSNR - gray": gain, "colourful / truth": share, "hue err / constant's": hue,
-                             "worst target ratio": min(gain / TARGET_GAIN_DB, share / TARGET_SHARE,
-                                                       TARGET_HUE_SHARE / hue)})
-                bar.update()
+    decodings = list(itertools.product(temperatures, boosts))
+    # Streamed a batch at a time, each batch run once per size and decoded once per setting: per-image sums of
+    # (PSNR - gray's, colourfulness, hue error) per setting, and of (constant's hue error, truth's colourfulness).
+    sums, base_sums, count = np.zeros((len(sizes), len(decodings), 3)), np.zeros(2), 0
+    with tqdm(total=len(sizes) * shards.count(split), desc="calibrate", unit="img") as bar:
+        for records in shards.batches(split, batch_size):
+            truth = colour.record_to_bgr(records)
+            baseline = [baselines(t, mean_hs) for t in truth]
+            gray_psnr = np.array([metrics.psnr(b["gray"], t) for b, t in zip(baseline, truth)])
+            base_sums += [sum(metrics.hue_error(b["constant"], t) for b, t in zip(baseline, truth)),
+                          sum(metrics.colourfulness(t) for t in truth)]
+            count += len(records)
+            for s, size in enumerate(sizes):
+                at_size = Colorizer(base.model, base.spec, size)
+                scores = at_size.scores(at_size.records_input(records))  # once per size: the rest only decodes
+                for d, (temperature, boost) in enumerate(decodings):
+                    spec = dataclasses.replace(base.spec, temperature=temperature, boost=boost)
+                    out = dataclasses.replace(at_size, spec=spec).colorize_records(records, scores=scores)
+                    sums[s, d] += [np.sum([metrics.psnr(o, t) for o, t in zip(out, truth)] - gray_psnr),
+                                   sum(metrics.colourfulness(o) for o in out),
+                                   sum(metrics.hue_error(o, t) for o, t in zip(out, truth))]
+                bar.update(len(records))
+    constant_hue, truth_colour = base_sums / count
+    rows = []
+    settings = itertools.product(sizes, decodings)
+    for (size, (temperature, boost)), (gain, colourful, hue) in zip(settings, (sums / count).reshape(-1, 3)):
+        share, hue_share = colourful / truth_colour, hue / constant_hue
+        rows.append({"inference_size": size, "temperature": temperature, "colour_boost": boost,
+                     "PSNR - gray": gain, "colourful / truth": share, "hue err / constant's": hue_share,
+                     "worst target ratio": min(gain / TARGET_GAIN_DB, share / TARGET_SHARE, TARGET_HUE_SHARE / hue_share)})
     return pd.DataFrame(rows)
 
 

@@ -35,8 +35,10 @@ class Colorizer:
         return scores
 
     def predict(self, gray: np.ndarray, batch_size: int = 16) -> np.ndarray:
-        """uint8 gray (n, s, s, 1) -> encoded chroma (n, s, s, 2)."""
-        return self.decode(self.scores(gray, batch_size))
+        """uint8 gray (n, s, s, 1) -> encoded chroma (n, s, s, 2), decoded a batch at a time: a bins model's class
+        scores are ~100x the size of the chroma, so they are never held for more than one batch."""
+        return np.concatenate([self.decode(self.scores(gray[i : i + batch_size], batch_size))
+                               for i in range(0, len(gray), batch_size)])
 
     def model_input(self, images: list[np.ndarray]) -> np.ndarray:
         """Colour or gray uint8 images of any size -> the model's uint8 gray input (n, s, s, 1)."""
@@ -57,9 +59,8 @@ class Colorizer:
         `scores`: the model's raw outputs for model_input(images), when already computed (re-decoding with other
         settings runs no network).
         """
-        if scores is None:
-            scores = self.scores(self.model_input(images), batch_size)
-        return [self.render(im if im.ndim == 2 else colour.luma(im), enc) for im, enc in zip(images, self.decode(scores))]
+        encoded = self.predict(self.model_input(images), batch_size) if scores is None else self.decode(scores)
+        return [self.render(im if im.ndim == 2 else colour.luma(im), enc) for im, enc in zip(images, encoded)]
 
     def render(self, luma: np.ndarray, encoded: np.ndarray) -> np.ndarray:
         """Encoded chroma at model resolution + the photo's luma (h, w) -> uint8 BGR (h, w, 3) at the photo's size."""
@@ -72,9 +73,7 @@ class Colorizer:
         The model runs at image_size: records of another size are resized to it, and the chroma brought back.
         `scores`: the model's raw outputs for these records, when already computed (decoding settings sweeps).
         """
-        if scores is None:
-            scores = self.scores(self.records_input(records), batch_size)
-        encoded = self.decode(scores)
+        encoded = self.predict(self.records_input(records), batch_size) if scores is None else self.decode(scores)
         return np.stack([self.render(r[..., colour.Y], e) for r, e in zip(records, encoded)])
 
 

@@ -16,11 +16,14 @@ CHAMPION = "champion"
 REASON_TAG = "not_promoted"
 
 
-def pyfunc_scores(model_uri: str, gray: np.ndarray, truth_rgb: np.ndarray) -> tuple[float, float]:
-    """(mean RGB RMSE, mean PSNR) per image of a registered pyfunc on gray images, the path serving uses."""
-    predicted = mlflow.pyfunc.load_model(model_uri).predict(gray)
-    pairs = list(zip(predicted, truth_rgb))
-    return float(np.mean([metrics.rmse(p, t) for p, t in pairs])), float(np.mean([metrics.psnr(p, t) for p, t in pairs]))
+def pyfunc_scores(model_uri: str, gray: np.ndarray, truth_rgb: np.ndarray, batch: int = 32) -> tuple[float, float]:
+    """(mean RGB RMSE, mean PSNR) per image of a registered pyfunc on gray images, the path serving uses; `batch`
+    images per request, so memory does not grow with the number of images."""
+    model = mlflow.pyfunc.load_model(model_uri)
+    scores = [(metrics.rmse(p, t), metrics.psnr(p, t)) for i in range(0, len(gray), batch)
+              for p, t in zip(model.predict(gray[i : i + batch]), truth_rgb[i : i + batch])]
+    rmse, psnr = np.mean(scores, axis=0)
+    return float(rmse), float(psnr)
 
 
 def promote_if_better(name: str, version: str, gray: np.ndarray, truth_rgb: np.ndarray,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +105,11 @@ class ShardSet:
             parts.append(part)
             wanted -= len(part)
         return np.concatenate(parts) if parts else np.zeros((0, *self.record_shape), np.uint8)
+
+    def batches(self, split: str, size: int) -> Iterator[np.ndarray]:
+        """The records of a split in order, `size` at a time (fewer at a shard's end), copied from memory-mapped
+        shards one batch at a time: reading a whole split this way costs one batch of memory."""
+        for f in self.files(split):
+            shard = np.load(f, mmap_mode="r")
+            for start in range(0, len(shard), size):
+                yield np.array(shard[start : start + size])

@@ -55,3 +55,29 @@ def test_records_are_coloured_at_the_inference_size_and_come_back_aligned_at_the
     np.testing.assert_allclose(colour.luma(out.astype(np.uint8)), records[..., colour.Y], atol=3)
     red, cyan = out[:, :, :12], out[:, :, 14:]
     assert (red[..., 2] > red[..., 0] + 40).all() and (cyan[..., 0] > cyan[..., 2] + 10).all()
+
+
+def test_class_scores_are_held_one_batch_at_a_time():
+    """A bins model's class scores are 44x its chroma (88 classes vs 2): colouring a split decoded them all at once,
+    gigabytes at 15,000 photos (evaluate held 7.4 GiB at 1,228 test photos). Measured: 353 MiB traced before, 24 after."""
+    import tracemalloc
+
+    import keras
+
+    from src import colour
+    from src.pipeline import InputSpec
+    from src.predict import Colorizer
+
+    classes = len(colour.chroma_bins("bins"))
+    inputs = keras.Input((32, 32, 1))
+    model = keras.Model(inputs, keras.layers.Conv2D(classes, 1)(keras.ops.cast(inputs, "float32") / 255.0))
+    colorizer = Colorizer(model, InputSpec(target="bins"), 32)
+    gray = np.random.default_rng(0).integers(0, 256, (256, 32, 32, 1), dtype=np.uint8)
+    colorizer.predict(gray[:16], batch_size=16)  # warm up: the first call traces
+    tracemalloc.start()
+    encoded = colorizer.predict(gray, batch_size=16)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert encoded.shape == (256, 32, 32, 2)
+    all_scores = gray.size * classes * 4
+    assert peak < all_scores / 2, f"peak {peak / 2**20:.1f} MiB vs {all_scores / 2**20:.1f} MiB of scores"

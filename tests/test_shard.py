@@ -147,3 +147,11 @@ def test_a_sample_of_a_split_reads_only_the_shards_it_reaches(many_photos, tmp_p
         later.unlink()
     np.testing.assert_array_equal(shards.load("train", limit=7), whole[:7])
     np.testing.assert_array_equal(shards.load("train", limit=10), whole[:10])
+
+
+def test_a_split_read_in_batches_is_the_whole_split_in_order_one_small_copy_at_a_time(many_photos, tmp_path):
+    """evaluate and calibrate read their split this way, so their memory does not grow with it."""
+    shards = build(many_photos, tmp_path, ShardParams(val_ratio=0.2, test_ratio=0.2, shard_records=5))
+    batches = list(shards.batches("train", 3))
+    assert all(len(b) <= 3 and isinstance(b, np.ndarray) and not isinstance(b, np.memmap) for b in batches)
+    np.testing.assert_array_equal(np.concatenate(batches), shards.load("train"))

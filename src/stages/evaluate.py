@@ -11,8 +11,10 @@ into the training run in MLflow, registers the model and moves the `champion` al
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -63,37 +65,45 @@ def score(names: list[str], truths: list[np.ndarray], preds: list[np.ndarray], m
     return rows
 
 
-def evaluate_test(colorizer: Colorizer, shards: ShardSet, mean_hs, batch_size: int):
-    """The test split: (rows, truths, predictions)."""
-    records = shards.load("test")
+def evaluate_test(colorizer: Colorizer, shards: ShardSet, mean_hs, batch_size: int, keep: int):
+    """The test split, streamed a batch at a time (memory does not grow with the split): (rows, the first `keep`
+    truths, their predictions)."""
     index = pd.read_csv(shards.root / "records.csv").query("split == 'test'")  # same order as the shards
     names = [f"{f}#{t}" for f, t in zip(index["file"], index["tile"])]
-    truths, preds = list(colour.record_to_bgr(records)), list(colorizer.colorize_records(records, batch_size))
-    return score(names, truths, preds, mean_hs, "test"), truths, preds
+    rows, truths, preds = [], [], []
+    with tqdm(total=shards.count("test"), desc="evaluate test", unit="img") as bar:
+        for records in shards.batches("test", batch_size):
+            truth, pred = list(colour.record_to_bgr(records)), list(colorizer.colorize_records(records, batch_size))
+            rows += score(names[len(rows) // len(METHODS):], truth, pred, mean_hs, "test")
+            truths += truth[: keep - len(truths)]
+            preds += pred[: keep - len(preds)]
+            bar.update(len(records))
+    return rows, truths, preds
 
 
-def load_folder(folder: Path, size: int) -> tuple[list[str], list[np.ndarray]]:
-    """Every decodable colour photo of a folder, resized to size x size (no crop); others are logged and skipped."""
-    names, photos = [], []
+def folder_photos(folder: Path, size: int) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, photo resized to size x size, no crop) for every decodable colour photo of a folder, one at a time;
+    others are logged and skipped."""
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         try:
             bgr = images.read(path, 10**9).bgr
         except images.Skip as skip:
             log.warning("evaluate: skipping %s (%s)", path, skip)
             continue
-        names.append(path.relative_to(folder).as_posix())
-        photos.append(cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA))
-    return names, photos
+        yield path.relative_to(folder).as_posix(), cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def evaluate_folder(colorizer: Colorizer, folder: Path, size: int, mean_hs, batch_size: int) -> list[dict]:
-    names, truths = load_folder(folder, size)
-    if not truths:
-        raise RuntimeError(f"evaluate.extra_folder {folder} holds no readable photo")
+    """Every photo of the folder, a batch at a time."""
     rows = []
-    for start in tqdm(range(0, len(truths), batch_size), desc=f"evaluate {folder.name}", unit="batch"):
-        chunk = truths[start : start + batch_size]
-        rows += score(names[start : start + batch_size], chunk, colorizer.colorize(chunk, batch_size), mean_hs, "extra")
+    photos = folder_photos(folder, size)
+    with tqdm(desc=f"evaluate {folder.name}", unit="img") as bar:
+        while batch := list(itertools.islice(photos, batch_size)):
+            names, truths = zip(*batch)
+            rows += score(list(names), list(truths), colorizer.colorize(list(truths), batch_size), mean_hs, "extra")
+            bar.update(len(batch))
+    if not rows:
+        raise RuntimeError(f"evaluate.extra_folder {folder} holds no readable photo")
     return rows
 
 
@@ -114,7 +124,7 @@ def run(p: EvaluateParams, model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD
     colorizer = load(model_dir)
     shards = ShardSet.open(shards_dir)
     mean_hs = train_mean_colour(shards)
-    rows, truths, preds = evaluate_test(colorizer, shards, mean_hs, p.batch_size)
+    rows, truths, preds = evaluate_test(colorizer, shards, mean_hs, p.batch_size, keep=p.samples)
     if p.extra_folder:
         rows += evaluate_folder(colorizer, Path(p.extra_folder), p.image_size, mean_hs, p.batch_size)
     table = pd.DataFrame(rows)
