@@ -16,6 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from src import colour
 from src.entry import stage_main
 from src.files import atomic_path, write_json
@@ -82,7 +84,8 @@ def run(p: TrainParams, shards_dir: Path = SHARD_DIR, model_dir: Path = MODEL_DI
                      if k in ("best_val_rmse", "best_val_loss", "best_epoch", "epochs", "final_rmse", "params")}
     write_json(metrics, deterministic)  # timings stay in MLflow: a DVC metric should change only with results
     shutil.rmtree(workdir, ignore_errors=True)
-    speed = (f"{result.img_per_s:.3g} img/s after the compiling first step" if math.isfinite(result.img_per_s)
+    rate = np.format_float_positional(result.img_per_s, precision=3, fractional=False, trim="-")  # 0.0412, 11.7
+    speed = (f"{rate} img/s after the compiling first step" if math.isfinite(result.img_per_s)
              else "no img/s: only the compiling first step ran")
     log.info("train: best epoch %d by %s (val RMSE %.4f, val loss %.4f); %s; run %s", result.best_epoch + 1, p.monitor,
              result.best_val_rmse, summary["best_val_loss"], speed, active.info.run_id)
