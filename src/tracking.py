@@ -7,6 +7,7 @@ import logging
 import os
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import keras
 import mlflow
@@ -43,6 +44,14 @@ def connect(uri: str, experiment: str) -> str:
                 "train.tracking_uri / MLFLOW_TRACKING_URI to a reachable server"
             ) from exc
     mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(experiment) is None:
+        # MLflow's default for a sqlite store is ./mlruns under the working directory, wherever that is:
+        # keep a new experiment's artifacts beside its database instead
+        beside = Path(uri.removeprefix("sqlite:///")).parent / "mlruns"
+        try:
+            mlflow.create_experiment(experiment, artifact_location=beside.as_uri())
+        except mlflow.exceptions.MlflowException:  # a concurrent worker created it a moment ago
+            pass
     try:
         return mlflow.set_experiment(experiment).experiment_id
     except mlflow.exceptions.MlflowException:  # a concurrent worker created it a moment ago

@@ -45,13 +45,18 @@ def pytest_collection_modifyitems(items):
     items.sort(key=rank)
 
 
+TRACKING_LEFTOVERS = ("mlruns", "mlflow.db", "mlartifacts")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def repository_untouched():
     """Tests work in temporary folders: the checkout must look the same after the session as before."""
-    before = git_status()
+    before, stores = git_status(), {p for p in TRACKING_LEFTOVERS if (ROOT / p).exists()}
     yield
     after = git_status()
     assert after == before, f"the tests changed the repository:\nbefore:\n{before}\nafter:\n{after}"
+    left = {p for p in TRACKING_LEFTOVERS if (ROOT / p).exists()} - stores  # ignored by git, so checked here
+    assert not left, f"the tests left MLflow files in the checkout: {sorted(left)}"
 
 
 def shared_folder(name: str) -> Path:
