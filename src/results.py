@@ -1,9 +1,10 @@
 """Results table of every evaluated run in an MLflow experiment, as markdown (pandas).
 
     python -m src.results                               # experiment `colorizer`, prints the table
-    python -m src.results --out experiments/results.md  # and writes it
+    python -m src.results --out table.md                # and writes it
 
 Columns come from the evaluate stage's metrics: the extra folder (e.g. cbsd68) where present, else the test split.
+experiments/results.md is the project's log of these rows across sessions (each machine's MLflow store is its own).
 """
 from __future__ import annotations
 
@@ -34,10 +35,12 @@ COLUMNS = {
     "params.saturation_weight": "sat_w",
     "params.ema": "ema",
     "params.epochs": "epochs",
+    "params.steps_per_epoch": "steps",  # per epoch; 0: one pass over the training split
     "metrics.epochs": "epochs_run",
     "params.data.train_photos": "photos",
     "metrics.wall_s": "train_s",
     "metrics.train_img_per_s": "img/s",
+    "metrics.best_val_rmse": "val RMSE",  # settings are chosen on validation; the evaluated set is only reported
     "metrics.{set}_model_psnr": "PSNR",
     "metrics.{set}_gray_psnr": "gray PSNR",
     "metrics.{set}_constant_psnr": "const PSNR",

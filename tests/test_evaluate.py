@@ -256,6 +256,8 @@ def test_results_table_lists_evaluated_runs_beside_the_baselines(trained, shards
     (row,) = [r for _, r in table.iterrows() if r["note"] == "a described attempt"]
     assert row["px"] == "32" and row["infer px"] == "0"  # coloured at its training size
     assert row["photos"] == str(shards.manifest["splits"]["train"]["photos"]) and row["img/s"] > 0
+    train_report = json.loads((model_tmp / "train.json").read_text())
+    assert row["val RMSE"] == pytest.approx(train_report["best_val_rmse"], abs=1e-5)  # what settings are chosen on
     assert row["PSNR"] == pytest.approx(result["test"]["model"]["psnr"])
     assert row["PSNR - gray"] == pytest.approx(result["test"]["model"]["psnr"] - result["test"]["gray"]["psnr"])
     assert row["colourful / truth"] == pytest.approx(
