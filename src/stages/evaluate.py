@@ -70,13 +70,14 @@ def evaluate_test(colorizer: Colorizer, shards: ShardSet, mean_hs, batch_size: i
     truths, their predictions)."""
     index = pd.read_csv(shards.root / "records.csv").query("split == 'test'")  # same order as the shards
     names = [f"{f}#{t}" for f, t in zip(index["file"], index["tile"])]
-    rows, truths, preds = [], [], []
+    rows, truths, preds, done = [], [], [], 0
     with tqdm(total=shards.count("test"), desc="evaluate test", unit="img") as bar:
         for records in shards.batches("test", batch_size):
             truth, pred = list(colour.record_to_bgr(records)), list(colorizer.colorize_records(records, batch_size))
-            rows += score(names[len(rows) // len(METHODS):], truth, pred, mean_hs, "test")
+            rows += score(names[done : done + len(records)], truth, pred, mean_hs, "test")
             truths += truth[: keep - len(truths)]
             preds += pred[: keep - len(preds)]
+            done += len(records)
             bar.update(len(records))
     return rows, truths, preds
 
