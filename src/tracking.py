@@ -44,18 +44,20 @@ def connect(uri: str, experiment: str) -> str:
                 "train.tracking_uri / MLFLOW_TRACKING_URI to a reachable server"
             ) from exc
     mlflow.set_tracking_uri(uri)
-    if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(experiment) is None:
-        # MLflow's default for a sqlite store is ./mlruns under the working directory, wherever that is:
-        # keep a new experiment's artifacts beside its database instead
-        beside = Path(uri.removeprefix("sqlite:///")).parent / "mlruns"
+    if mlflow.get_experiment_by_name(experiment) is None:
         try:
-            mlflow.create_experiment(experiment, artifact_location=beside.as_uri())
+            mlflow.create_experiment(experiment, artifact_location=artifact_location(uri))
         except mlflow.exceptions.MlflowException:  # a concurrent worker created it a moment ago
             pass
-    try:
-        return mlflow.set_experiment(experiment).experiment_id
-    except mlflow.exceptions.MlflowException:  # a concurrent worker created it a moment ago
-        return mlflow.set_experiment(experiment).experiment_id
+    return mlflow.set_experiment(experiment).experiment_id
+
+
+def artifact_location(uri: str) -> str | None:
+    """Beside the database for a sqlite store (MLflow's default, ./mlruns, follows whatever directory runs it);
+    the server's own default otherwise."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlruns").as_uri()
+    return None
 
 
 def log_run_context(params: dict, shards: ShardSet) -> None:
