@@ -14,6 +14,7 @@ from src import metrics
 log = logging.getLogger(__name__)
 CHAMPION = "champion"
 REASON_TAG = "not_promoted"
+TEST_PSNR_TAG, RELEASE_PSNR_TAG = "test_psnr", "release_test_psnr"
 
 
 def pyfunc_scores(model_uri: str, gray: np.ndarray, truth_rgb: np.ndarray, batch: int = 32) -> tuple[float, float]:
@@ -24,6 +25,22 @@ def pyfunc_scores(model_uri: str, gray: np.ndarray, truth_rgb: np.ndarray, batch
               for p, t in zip(model.predict(gray[i : i + batch]), truth_rgb[i : i + batch])]
     rmse, psnr = np.mean(scores, axis=0)
     return float(rmse), float(psnr)
+
+
+def tag_against_release(name: str, version: str, psnr: float, release_psnr: float) -> None:
+    """Record the version's PSNR beside the released model's on the same test images."""
+    client = MlflowClient()
+    client.set_model_version_tag(name, version, TEST_PSNR_TAG, f"{psnr:.4f}")
+    client.set_model_version_tag(name, version, RELEASE_PSNR_TAG, f"{release_psnr:.4f}")
+
+
+def beats_release(version) -> tuple[bool, str]:
+    """Whether a registered version beat the released model on its own test split, and the figures that say so."""
+    tags = version.tags or {}
+    if TEST_PSNR_TAG not in tags or RELEASE_PSNR_TAG not in tags:
+        return False, "not scored beside the release"
+    psnr, release_psnr = float(tags[TEST_PSNR_TAG]), float(tags[RELEASE_PSNR_TAG])
+    return psnr > release_psnr, f"{psnr:.2f} vs {release_psnr:.2f} dB on its test split"
 
 
 def promote_if_better(name: str, version: str, gray: np.ndarray, truth_rgb: np.ndarray,

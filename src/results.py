@@ -77,16 +77,18 @@ def table(experiment: str, evaluated_on: str = "extra") -> pd.DataFrame:
     return out.sort_values("started").reset_index(drop=True)
 
 
-def before_after(model_dir: Path, photos: list[Path], out: Path, size: int = 256) -> None:
-    """A picture for the README: one row per photo, gray | colourised | truth, at size x size."""
+def before_after(model: str, photos: list[Path], out: Path, size: int = 256) -> None:
+    """A picture for the README: one row per photo, gray | colourised | truth, at size x size. `model`: as
+    `python -m src.colorize --model` takes it."""
     import cv2
     import numpy as np
 
     from src import colour, images
+    from src.choice import choose
     from src.files import atomic_path
-    from src.predict import grid, load
+    from src.predict import grid
 
-    colorizer = load(model_dir)
+    colorizer = choose(model).colorizer
     truths = [cv2.resize(images.read(p, 10**9).bgr, (size, size), interpolation=cv2.INTER_AREA) for p in photos]
     grays = [cv2.cvtColor(colour.luma(t), cv2.COLOR_GRAY2BGR) for t in truths]
     picture = grid([np.stack(grays), np.stack(colorizer.colorize(truths)), np.stack(truths)], scale=1)
@@ -100,14 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", default="extra", choices=["extra", "test"], help="which evaluated set to show")
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
     parser.add_argument("--picture", nargs="+", type=Path, metavar="PHOTO",
-                        help="instead: write a gray | colourised | truth picture of these photos with models/")
+                        help="instead: write a gray | colourised | truth picture of these photos")
     parser.add_argument("--picture-out", type=Path, default=Path("docs/before_after.png"))
-    parser.add_argument("--models", type=Path, help="the model folder for --picture (default: models/)")
+    parser.add_argument("--model", default="release",
+                        help="for --picture: release, a model folder or an MLflow URI (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.picture:
-        from src.paths import MODEL_DIR
-
-        before_after(args.models or MODEL_DIR, args.picture, args.picture_out)
+        before_after(args.model, args.picture, args.picture_out)
         print(f"wrote {args.picture_out}")
         return 0
     import mlflow

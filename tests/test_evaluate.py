@@ -98,8 +98,9 @@ def test_evaluate_reports_the_model_beside_both_baselines(trained, shards, tmp_p
         assert block["images"] == count
         assert block["gray"]["colourfulness"] == 0
         assert block["truth_colourfulness"] > 0
-        for method in ("model", "gray", "constant"):
+        for method in ("model", "release", "gray", "constant"):  # the released model scored on the same images
             assert set(block[method]) == {"rmse", "psnr", "hs_rmse", "hue_error", "colourfulness"}
+        assert block["release"]["psnr"] != block["model"]["psnr"]
     gray_psnr = []  # the gray baseline of the extra photos, recomputed with OpenCV alone
     for i in range(3):
         bgr = cv2.resize(cv2.imread(str(extra / f"photo{i}.png")), (64, 64), interpolation=cv2.INTER_AREA)
@@ -109,7 +110,7 @@ def test_evaluate_reports_the_model_beside_both_baselines(trained, shards, tmp_p
     import pandas as pd
 
     table = pd.read_csv(table_csv)
-    assert len(table) == 3 * (shards.count("test") + 3)
+    assert len(table) == 4 * (shards.count("test") + 3)
     assert "broken.jpg" not in set(table["image"])
     picture = cv2.imread(str(samples_png))
     assert picture.shape[1] == 4 * 32 * 2  # gray | constant | model | truth, at 2x

