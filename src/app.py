@@ -1,8 +1,8 @@
 """A local web page to colour photos: drop black-and-white (or colour) photos, compare, download.
 
-    python -m src.app                                       # the registry's colorizer@champion, else models/
+    python -m src.app                                       # the released model (or a champion that beats it)
     python -m src.app --model models:/colorizer/3 --port 7861
-    python -m src.app --host 0.0.0.0                        # reachable from your network: see README
+    python -m src.app --host 0.0.0.0                        # reachable from your network: docs/serving.md
 
 The same model and code path as `python -m src.colorize`: colour photos are made gray first, chroma is predicted
 at the model's size and combined with the photo's own full-resolution luma. The vividness controls (bins models)
@@ -14,7 +14,6 @@ Needs the app extra: pip install -e ".[app]".
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -30,69 +29,49 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from src import colour, images
-from src.colorize import MAX_PIXELS, output_names
-from src.paths import MODEL_DIR
+from src import colour, images, stamp
+from src.choice import Chosen, choose
+from src.colorize import MAX_PIXELS, output_names, positive
 from src.predict import Colorizer
 
 log = logging.getLogger(__name__)
-REGISTERED = "models:/colorizer@champion"
 MAX_UPLOAD_MB = 50
 
 
 @dataclass(frozen=True)
 class Loaded:
-    """The model the page serves and where it came from."""
+    """The model the page serves, why, and a link to its run in `mlflow ui` when one answers."""
 
-    colorizer: Colorizer
-    source: str
-    version: str = ""
-    run_id: str = ""
+    chosen: Chosen
     run_url: str = ""
 
+    @property
+    def colorizer(self) -> Colorizer:
+        return self.chosen.colorizer
+
     def describe(self) -> str:
-        what = f"`{self.source}`" + (f" (version {self.version})" if self.version else "")
-        run = f", run [{self.run_id}]({self.run_url})" if self.run_url else f", run `{self.run_id}`" if self.run_id else ""
-        return f"Model: {what}{run}."
+        run = f", run [{self.chosen.run_id}]({self.run_url})" if self.run_url else ""
+        return f"{self.chosen.line()}{run}."
 
 
 def load(spec: str | None, ui_url: str) -> Loaded:
-    """`spec`: a model folder or an MLflow URI; None: the registry's champion when the tracking store has one,
-    else the pipeline's models/."""
+    """`spec`: as `python -m src.colorize --model` takes it; None: the released model, or the registry's champion
+    if it beat the release on the same images (src/choice.py)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
     from src import tracking
-    from src.predict import META_FILE
-    from src.predict import load as load_folder
 
+    chosen = choose(spec)
     uri = tracking.resolve_uri()
-    mlflow.set_tracking_uri(uri)
-    if spec is None:
-        spec = REGISTERED if _champion(MlflowClient(uri)) else str(MODEL_DIR)
-    if "://" in spec or spec.startswith(("models:/", "runs:/")):
-        colorizer = mlflow.pyfunc.load_model(spec).unwrap_python_model().colorizer
-        version = _champion(MlflowClient(uri)) if spec == REGISTERED else None
-        run_id = version.run_id if version else ""
-        loaded = Loaded(colorizer, spec, version.version if version else "", run_id)
-    else:
-        meta = json.loads((Path(spec) / META_FILE).read_text()) if (Path(spec) / META_FILE).exists() else {}
-        loaded = Loaded(load_folder(spec), spec, run_id=meta.get("mlflow_run_id", ""))
     base = uri if uri.startswith(("http://", "https://")) else ui_url
-    if loaded.run_id and base and _reachable(base):
-        try:
-            experiment = MlflowClient(uri).get_run(loaded.run_id).info.experiment_id
-        except mlflow.exceptions.MlflowException:  # a models/ folder trained against another store
-            return loaded
-        loaded = dataclasses.replace(loaded, run_url=f"{base.rstrip('/')}/#/experiments/{experiment}/runs/{loaded.run_id}")
-    return loaded
-
-
-def _champion(client):
+    if not (chosen.run_id and base and _reachable(base)):
+        return Loaded(chosen)
     try:
-        return client.get_model_version_by_alias("colorizer", "champion")
-    except Exception:  # noqa: BLE001 - no registry, no model, no alias: all mean "none"
-        return None
+        experiment = MlflowClient(uri).get_run(chosen.run_id).info.experiment_id
+    except mlflow.exceptions.MlflowException:  # a models/ folder trained against another store
+        return Loaded(chosen)
+    return Loaded(chosen, f"{base.rstrip('/')}/#/experiments/{experiment}/runs/{chosen.run_id}")
 
 
 def _reachable(url: str) -> bool:
@@ -120,6 +99,12 @@ class Studio:
 
     def __init__(self, loaded: Loaded, workdir: Path):
         self.loaded, self.workdir = loaded, workdir
+        self.info = stamp.fields(loaded.chosen.name, loaded.chosen.version)  # every result's metadata
+
+    def png(self, data: bytes) -> bytes:
+        """An uploaded file's bytes -> the coloured PNG with its provenance; images.Skip says why not."""
+        (bgr,) = self.loaded.colorizer.colorize([gray_photo(data)])
+        return stamp.png_bytes(bgr, self.info)
 
     def colourise(self, paths: list[str]) -> tuple[list[Photo], list[str]]:
         """Uploaded files -> photos with the network's outputs, and one line per file that could not be read."""
@@ -144,7 +129,7 @@ class Studio:
         results, files = [], []
         for photo in photos:
             (bgr,) = colorizer.colorize([photo.gray], scores=photo.scores[None])
-            cv2.imwrite(str(out / photo.name), bgr)
+            (out / photo.name).write_bytes(stamp.png_bytes(bgr, self.info))
             results.append(bgr)
             files.append(out / photo.name)
         if len(files) > 1:
@@ -192,7 +177,7 @@ def build(studio: Studio):
     def on_select(pairs, evt: gr.SelectData):
         return pairs[evt.index]
 
-    with gr.Blocks(title="colorizer") as page:
+    with gr.Blocks(title="colorizer", analytics_enabled=False) as page:  # people's photos: contact no one
         gr.Markdown(f"# Colour black-and-white photos\n{studio.loaded.describe()} Colour photos are made gray "
                     "first. Colour is predicted at the model's size and laid over each photo's own full-resolution "
                     "gray, exactly as `python -m src.colorize` does.")
@@ -222,62 +207,113 @@ def build(studio: Studio):
     return page
 
 
-def api(studio: Studio, max_bytes: int):
-    """FastAPI app: POST /api/colorize (multipart field `photo`) -> PNG; the page is mounted at /."""
+def api(studio: Studio, max_bytes: int, workers: int = 2, queue: int = 16):
+    """FastAPI app: POST /api/colorize (multipart field `photo`) -> PNG; the page is mounted at /.
+
+    The upload is counted while it arrives (chunked or not): past the limit it is refused and never reaches the disk
+    in full. Image work runs on `workers` threads, never in the event loop, so the page answers meanwhile; beyond
+    `queue` photos waiting or running, a request is told to retry (503) instead of piling up memory.
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
     from fastapi import FastAPI, HTTPException, Request, Response
 
     app = FastAPI(title="colorizer")
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="colorize")
+    jobs = [0]  # photos accepted and not yet answered; touched only in the event loop
 
     @app.post("/api/colorize", response_class=Response)
     async def colorize(request: Request) -> Response:
-        if int(request.headers.get("content-length") or 0) > max_bytes:
+        if int(request.headers.get("content-length") or 0) > max_bytes + FORM_OVERHEAD:
             raise HTTPException(413, f"upload larger than {max_bytes} bytes")
-        form = await request.form(max_files=1)
-        upload = form.get("photo")
-        if upload is None or not hasattr(upload, "read"):
-            raise HTTPException(400, "send the photo as the multipart field 'photo'")
-        data = await upload.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise HTTPException(413, f"upload larger than {max_bytes} bytes")
+        if jobs[0] >= queue:
+            raise HTTPException(503, f"busy: {jobs[0]} photos in the queue; try again in a moment",
+                                headers={"Retry-After": "5"})
+        jobs[0] += 1
         try:
-            gray = gray_photo(data)
+            name, data = await read_upload(request, max_bytes)
+            return Response(await asyncio.get_running_loop().run_in_executor(pool, studio.png, data),
+                            media_type="image/png")
         except images.Skip as skip:
-            raise HTTPException(400, f"{upload.filename}: {skip}") from skip
-        (bgr,) = studio.loaded.colorizer.colorize([gray])
-        return Response(cv2.imencode(".png", bgr)[1].tobytes(), media_type="image/png")
+            raise HTTPException(400, f"{name}: {skip}") from skip
+        finally:
+            jobs[0] -= 1
 
     return app
 
 
+FORM_OVERHEAD = 64 * 2**10  # multipart boundaries and headers around the photo
+
+
+async def read_upload(request, max_bytes: int) -> tuple[str, bytes]:
+    """The multipart field `photo` (filename, bytes), counting bytes as they arrive: HTTP 413 past the limit."""
+    from fastapi import HTTPException
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    received = 0
+
+    async def limited():
+        nonlocal received
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > max_bytes + FORM_OVERHEAD:
+                raise HTTPException(413, f"upload larger than {max_bytes} bytes")
+            yield chunk
+
+    try:
+        form = await MultiPartParser(request.headers, limited(), max_files=1, max_fields=16).parse()
+    except MultiPartException as exc:
+        raise HTTPException(400, f"send the photo as the multipart field 'photo' ({exc.message})") from exc
+    upload = form.get("photo")
+    if upload is None or not hasattr(upload, "read"):
+        raise HTTPException(400, "send the photo as the multipart field 'photo'")
+    data = await upload.read(max_bytes + 1)
+    await form.close()
+    if len(data) > max_bytes:
+        raise HTTPException(413, f"upload larger than {max_bytes} bytes")
+    return upload.filename or "photo", data
+
+
+def port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"must be 1..65535, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help=f"model folder or MLflow URI (default: {REGISTERED} if registered, "
-                                        f"else {MODEL_DIR})")
+    parser.add_argument("--model", help="release, a model folder (e.g. models), a release .npz or an MLflow URI "
+                                        "(default: the released model, or the registry's champion if it beats it)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
-    parser.add_argument("--max-upload-mb", type=int, default=MAX_UPLOAD_MB, help="per file (default: %(default)s)")
+    parser.add_argument("--port", type=port, default=7860, help="port (default: %(default)s)")
+    parser.add_argument("--max-upload-mb", type=positive, default=MAX_UPLOAD_MB, help="per file (default: %(default)s)")
     parser.add_argument("--mlflow-ui", default="http://127.0.0.1:5000",
                         help="`mlflow ui` to link the model's run to, when reachable (default: %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     workdir = Path(tempfile.mkdtemp(prefix="colorizer-app-"))
     os.environ["GRADIO_TEMP_DIR"] = str(workdir / "uploads")  # read when Gradio is imported; removed on exit
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     try:
         try:
             import gradio as gr
             import uvicorn
+            from mlflow.exceptions import MlflowException
         except ImportError:
             log.error('the web app needs its extra: pip install -e ".[app]"')
             return 1
         try:
             loaded = load(args.model, args.mlflow_ui)
-        except (FileNotFoundError, OSError) as exc:
-            log.error("cannot load model %s: %s", args.model or MODEL_DIR, exc)
+        except (FileNotFoundError, OSError, ValueError, MlflowException) as exc:  # one line, no traceback
+            log.error("cannot load model %s: %s", args.model or "release", exc)
             return 1
         studio = Studio(loaded, workdir / "results")
         app = gr.mount_gradio_app(api(studio, args.max_upload_mb * 2**20), build(studio), path="/",
                                   max_file_size=f"{args.max_upload_mb}mb", allowed_paths=[str(workdir)])
-        log.info("%s serving at http://%s:%d (Ctrl+C stops)", loaded.describe(), args.host, args.port)
+        log.info(loaded.describe())
+        log.info("serving at http://%s:%d (Ctrl+C stops)", args.host, args.port)
         # uvicorn stops gracefully on SIGTERM, then re-raises it: as an exit, so the folder below is removed
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

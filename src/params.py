@@ -5,6 +5,8 @@ Only entry points read the raw YAML; everything else receives these objects.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -104,6 +106,7 @@ class TrainParams:
 class EvaluateParams:
     image_size: int = 256  # evaluation resolution of the extra folder (colour.md protocol)
     extra_folder: str = ""  # optional folder of colour photos to report on (e.g. ../shared/data/cbsd68)
+    compare_release: bool = True  # also score the released model (release/) on the same images
     batch_size: int = 16
     samples: int = 6  # rows in the sample grid
     gate_set: Literal["test", "extra"] = "test"  # the set the CI gate reads: the test split | extra_folder
@@ -127,22 +130,49 @@ class TuneParams:
     grace_period: int = 180  # ... and retried once by another worker (RetryFailedTrialCallback)
 
 
-def _coerce(cls: type[T], raw: dict[str, Any] | None) -> T:
-    """Build dataclass `cls` from a dict, refusing unknown keys and converting lists to tuples."""
+def _coerce(cls: type[T], raw: dict[str, Any] | None, where: str = "") -> T:
+    """Build dataclass `cls` from a dict, refusing unknown keys and values of the wrong type (naming the key)."""
+    where = where or _SECTION_OF.get(cls, cls.__name__)
+    if raw is not None and not isinstance(raw, dict):
+        raise ValueError(f"params {where} must be a mapping of keys to values, got {raw!r}")
     raw = dict(raw or {})
     known = {f.name: f for f in fields(cls)}
     unknown = set(raw) - set(known)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}; known: {sorted(known)}")
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in raw.items():
-        default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else known[name].default  # type: ignore[misc]
-        if dataclasses.is_dataclass(default):
-            value = _coerce(type(default), value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
+        kwargs[name] = _typed(f"{where}.{name}", value, hints[name])
     return cls(**kwargs)
+
+
+def _typed(key: str, value: Any, hint: Any) -> Any:
+    """`value` checked against the field's type (lists become tuples); ValueError naming the key otherwise."""
+    if dataclasses.is_dataclass(hint):
+        return _coerce(hint, value, key)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _typed(key, value, next(a for a in args if a is not type(None)))
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ValueError(f"params {key} must be one of {list(args)}, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or (args[-1] is not Ellipsis and len(value) != len(args)):
+            size = "a list" if args[-1] is Ellipsis else f"a list of {len(args)}"
+            raise ValueError(f"params {key} must be {size} of {args[0].__name__}, got {value!r}")
+        kinds = [args[0]] * len(value) if args[-1] is Ellipsis else list(args)
+        return tuple(_typed(f"{key}[{i}]", v, k) for i, (v, k) in enumerate(zip(value, kinds)))
+    accepted = {float: (int, float), int: (int,), bool: (bool,), str: (str,)}[hint]
+    if isinstance(value, accepted) and (hint is bool or not isinstance(value, bool)):
+        return float(value) if hint is float else value
+    raise ValueError(f"params {key} must be {_NAMES[hint]}, got {value!r} ({type(value).__name__})")
+
+
+_NAMES = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
 
 
 SECTIONS = {
@@ -153,6 +183,9 @@ SECTIONS = {
     "evaluate": EvaluateParams,
     "tune": TuneParams,
 }
+
+
+_SECTION_OF = {cls: name for name, cls in SECTIONS.items()}
 
 
 def load_raw(path: Path = PARAMS_FILE) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,8 +64,12 @@ class Colorizer:
         return [self.render(im if im.ndim == 2 else colour.luma(im), enc) for im, enc in zip(images, encoded)]
 
     def render(self, luma: np.ndarray, encoded: np.ndarray) -> np.ndarray:
-        """Encoded chroma at model resolution + the photo's luma (h, w) -> uint8 BGR (h, w, 3) at the photo's size."""
-        return colour.render_prediction(luma, upsample_chroma(encoded, luma), self.spec.target)
+        """Encoded chroma at model resolution + the photo's luma (h, w) -> uint8 BGR (h, w, 3) at the photo's size,
+        a strip of rows at a time: the float temporaries of a 25 MP photo would otherwise take gigabytes."""
+        out = np.empty((*luma.shape, 3), np.uint8)
+        for rows, chroma in upsample_strips(encoded, luma):
+            out[rows] = colour.render_prediction(luma[rows], chroma, self.spec.target)
+        return out
 
     def colorize_records(self, records: np.ndarray, batch_size: int = 16,
                          scores: np.ndarray | None = None) -> np.ndarray:
@@ -77,8 +82,17 @@ class Colorizer:
         return np.stack([self.render(r[..., colour.Y], e) for r, e in zip(records, encoded)])
 
 
+STRIP_PIXELS = 1 << 20  # full-resolution work is done about 1 MP at a time
+
+
 def upsample_chroma(encoded: np.ndarray, luma: np.ndarray, sigma: float = 0.05) -> np.ndarray:
-    """Chroma (s, s, 2) at model resolution -> (h, w, 2) at the photo's, stopping at the photo's own edges.
+    """Chroma (s, s, 2) at model resolution -> (h, w, 2) at the photo's, stopping at the photo's own edges."""
+    return np.concatenate([chroma for _, chroma in upsample_strips(encoded, luma, sigma)])
+
+
+def upsample_strips(encoded: np.ndarray, luma: np.ndarray, sigma: float = 0.05,
+                    strip_pixels: int = STRIP_PIXELS) -> Iterator[tuple[slice, np.ndarray]]:
+    """(rows, their chroma (rows, w, 2)) for strips of the photo: upsample_chroma a strip at a time.
 
     Joint bilateral upsampling (Kopf et al., SIGGRAPH 2007) over the bilinear neighbours: each full-resolution
     pixel takes the chroma of its four nearest model-resolution pixels, weighted by distance as bilinear does and
@@ -88,24 +102,28 @@ def upsample_chroma(encoded: np.ndarray, luma: np.ndarray, sigma: float = 0.05) 
     s_h, s_w = encoded.shape[:2]
     h, w = luma.shape
     if max(h / s_h, w / s_w) < 1.5:
-        return cv2.resize(encoded, (w, h), interpolation=cv2.INTER_LINEAR)
+        yield slice(0, h), cv2.resize(encoded, (w, h), interpolation=cv2.INTER_LINEAR)
+        return
     small_y = cv2.resize(luma, (s_w, s_h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-    y = luma.astype(np.float32) / 255.0
-    num, den = np.zeros((h, w, encoded.shape[-1]), np.float32), np.zeros((h, w), np.float32)
 
     def neighbours(n_out: int, n_in: int):  # low-res index below each output pixel centre, and the fraction past it
         pos = np.clip((np.arange(n_out, dtype=np.float32) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
         low = np.minimum(pos.astype(np.int64), n_in - 2)
         return low, pos - low
 
-    (iy, fy), (ix, fx) = neighbours(h, s_h), neighbours(w, s_w)
-    for dy, wy in ((0, 1 - fy), (1, fy)):
-        for dx, wx in ((0, 1 - fx), (1, fx)):
-            rows, cols = (iy + dy)[:, None], (ix + dx)[None, :]
-            weight = wy[:, None] * wx[None, :] * np.exp(-((y - small_y[rows, cols]) ** 2) / (2 * sigma**2)) + 1e-6
-            num += weight[..., None] * encoded[rows, cols]
-            den += weight
-    return num / den[..., None]
+    (iy_all, fy_all), (ix, fx) = neighbours(h, s_h), neighbours(w, s_w)
+    step = max(1, strip_pixels // w)
+    for top in range(0, h, step):
+        rows = slice(top, min(h, top + step))
+        iy, fy, y = iy_all[rows], fy_all[rows], luma[rows].astype(np.float32) / 255.0
+        num, den = np.zeros((len(iy), w, encoded.shape[-1]), np.float32), np.zeros((len(iy), w), np.float32)
+        for dy, wy in ((0, 1 - fy), (1, fy)):
+            for dx, wx in ((0, 1 - fx), (1, fx)):
+                r, c = (iy + dy)[:, None], (ix + dx)[None, :]
+                weight = wy[:, None] * wx[None, :] * np.exp(-((y - small_y[r, c]) ** 2) / (2 * sigma**2)) + 1e-6
+                num += weight[..., None] * encoded[r, c]
+                den += weight
+        yield rows, num / den[..., None]
 
 
 def save(model: keras.Model, spec: InputSpec, image_size: int, out: Path, extra: dict | None = None) -> None:

@@ -75,10 +75,13 @@ def storage_for(url: str, heartbeat_interval: int = 60, grace_period: int = 180)
     import sqlalchemy.exc
 
     def connect() -> optuna.storages.RDBStorage:
-        # heartbeats let Optuna fail the trial of a worker that died; the callback re-queues it once
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+        # heartbeats let Optuna fail the trial of a worker that died; the callback re-queues it once. Both are
+        # marked experimental since Optuna 2.8 and chosen knowingly: the warning would only alarm the user.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
 
     for attempt in range(5):
         try:

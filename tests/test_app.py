@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import struct
 import subprocess
 import sys
+import threading
+import time
 import zipfile
 import zlib
 from dataclasses import replace
@@ -16,15 +19,17 @@ import cv2
 import numpy as np
 import pytest
 import requests
+from PIL import Image
 
 from src.colour import chroma_bins, luma
+from src.stamp import DIGITAL_SOURCE_TYPE
 from tests.conftest import photo
 from tests.services import free_port, start, stop, unavailable, wait_for
 from tests.test_evaluate import shards, trained  # noqa: F401  fixtures: a model that learnt real colours
 
 pytest.importorskip("gradio", reason='the web app\'s extra is not installed (pip install -e ".[app]")')
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOT = "COLORIZER_SCREENSHOT"  # where the page-with-a-result test also saves its screenshot (README)
+SCREENSHOT = "COLORIZER_SCREENSHOT"  # where the page-with-a-result test also saves its screenshot (docs/serving.md)
 
 
 def mean_chroma(bgr: np.ndarray) -> float:
@@ -94,6 +99,8 @@ def test_the_page_colours_a_gray_photo_at_full_resolution_and_downloads_it(page,
     assert out.shape == (181, 243, 3)
     assert np.abs(luma(out).astype(int) - gray).max() <= 2  # the photo's own brightness, within rounding
     assert mean_chroma(out) > 5 and mean_chroma(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)) == 0  # real colour
+    with Image.open(tmp_path / "out.png") as im:  # where it came from, in its metadata
+        assert im.text["Digital source type"] == DIGITAL_SOURCE_TYPE and im.text["Model"] == "models"
     page.locator("#slider img").first.wait_for()
     shot = tmp_path / "page.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -136,6 +143,10 @@ def test_the_http_api_gives_the_pixels_of_colorize_and_refuses_bad_uploads(train
     subprocess.run([sys.executable, "-m", "src.colorize", str(path), "--out", str(tmp_path / "cli"), "--model",
                     str(model_tmp / "models")], check=True, capture_output=True)
     assert np.array_equal(served, cv2.imread(str(tmp_path / "cli" / "scan.png")))
+    with Image.open(io.BytesIO(reply.content)) as im, Image.open(tmp_path / "cli" / "scan.png") as cli:
+        assert im.text == cli.text  # the same provenance as the CLI's
+        assert im.text["Model"] == "models" and im.text["Digital source type"].endswith(
+            "/trainedAlgorithmicMedia")
 
     bomb = tmp_path / "bomb.png"  # a tiny PNG whose header declares 20000 x 20000 pixels
     tiny = bytearray(cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1].tobytes())
@@ -157,8 +168,79 @@ def test_uploads_over_the_limit_are_refused(app, tmp_path):
     assert requests.get(app, timeout=30).status_code == 200  # and the app still serves
 
 
+def disk_use(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            total += path.stat().st_size if path.is_file() else 0
+    return total
+
+
+def test_a_chunked_upload_is_stopped_at_the_limit_while_it_arrives(trained, tmp_path):  # noqa: F811
+    """No Content-Length to check first: 64 MB streamed in chunks to the API and to the page's upload route, with
+    a 1 MB limit; the disk under the app's folder never holds more than the limit plus 1 MB."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    boundary = "b0undary"
+
+    def body(field: str):
+        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"big.png\"\r\n"
+               "Content-Type: image/png\r\n\r\n").encode()
+        for _ in range(64):
+            yield os.urandom(2**20)
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    with app_server(trained, "--max-upload-mb", "1", TMPDIR=str(scratch)) as base:
+        for route, field in (("/api/colorize", "photo"), ("/gradio_api/upload", "files")):
+            before, peak, done = disk_use(scratch), [0], threading.Event()
+
+            def watch():
+                while not done.is_set():
+                    peak[0] = max(peak[0], disk_use(scratch) - before)
+                    time.sleep(0.002)
+
+            watcher = threading.Thread(target=watch)
+            watcher.start()
+            try:
+                reply = requests.post(base + route, data=body(field), timeout=120,
+                                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+                status = reply.status_code
+            except requests.ConnectionError:  # the server may close the connection on an upload it refused
+                status = 413
+            finally:
+                done.set()
+                watcher.join()
+            assert status == 413, route
+            assert peak[0] <= 2**20 + 10**6, (route, peak[0])
+        assert requests.get(base, timeout=30).status_code == 200
+
+
+def test_the_page_and_small_photos_are_answered_while_a_large_photo_is_coloured(app, tmp_path):
+    """Image work runs off the event loop: a 25 MP photo (a small flat PNG) is still being coloured when the page
+    and a 256x256 photo, sent after it, are both answered."""
+    large = tmp_path / "large.png"
+    cv2.imwrite(str(large), np.full((5000, 5000), 120, np.uint8))
+    small, _ = gray_file(tmp_path, "small.png", (256, 256), seed=12)
+    finished = {}
+
+    def post(name: str, path: Path):
+        reply = requests.post(f"{app}/api/colorize", files={"photo": path.open("rb")}, timeout=300)
+        finished[name] = (time.perf_counter(), reply.status_code)
+
+    big = threading.Thread(target=post, args=("large", large))
+    big.start()
+    time.sleep(0.5)  # the large photo is in the pool by now
+    page = requests.get(app, timeout=60)
+    finished["page"] = (time.perf_counter(), page.status_code)
+    post("small", small)
+    big.join()
+    assert {name: status for name, (_, status) in finished.items()} == {"large": 200, "page": 200, "small": 200}
+    assert finished["page"][0] < finished["large"][0] and finished["small"][0] < finished["large"][0]
+
+
 def test_vividness_re_decodes_stored_outputs_without_the_network(tmp_path):
     from src import app as web
+    from src.choice import Chosen
     from src.model import build_model
     from src.params import ModelParams
     from src.pipeline import InputSpec
@@ -172,10 +254,10 @@ def test_vividness_re_decodes_stored_outputs_without_the_network(tmp_path):
     head.set_weights([np.zeros_like(head.get_weights()[0]), np.log(prior).astype(np.float32)])
     colorizer = Colorizer(model, InputSpec("luma", "bins", 1.0, 0.0), 32)
     path, gray = gray_file(tmp_path, "old.png", (40, 56), seed=6)
-    studio = web.Studio(web.Loaded(colorizer, "test"), tmp_path / "results")
+    studio = web.Studio(web.Loaded(Chosen(colorizer, "test", "", "test")), tmp_path / "results")
     (stored,), problems = studio.colourise([str(path)])
     assert problems == [] and stored.scores.shape == (32, 32, len(chroma_bins()))
-    offline = web.Studio(web.Loaded(replace(colorizer, model=None), "test"), tmp_path / "results")  # no network
+    offline = web.Studio(web.Loaded(Chosen(replace(colorizer, model=None), "test", "", "test")), tmp_path / "results")  # no network
     (plain,), _ = offline.render([stored], temperature=1.0, boost=0.0)
     (vivid,), files = offline.render([stored], temperature=0.3, boost=8.0)
     assert plain.shape == vivid.shape == (40, 56, 3) and files[0].name == "old.png"
@@ -193,12 +275,14 @@ def test_the_app_leaves_nothing_behind_when_it_stops(trained, tmp_path):  # noqa
     assert list(scratch.iterdir()) == []
 
 
-def test_by_default_the_page_serves_the_registry_s_champion_and_links_its_run(trained, shards, tmp_path,  # noqa: F811
-                                                                           monkeypatch):
+def test_the_page_serves_the_release_unless_the_champion_beat_it(trained, shards, tmp_path, monkeypatch):  # noqa: F811
     import http.server
     import threading
 
+    from mlflow.tracking import MlflowClient
+
     from src import app as web
+    from src import registry, release
     from src.params import EvaluateParams
     from src.stages import evaluate
     from tests.test_evaluate import run_evaluate, where
@@ -208,19 +292,27 @@ def test_by_default_the_page_serves_the_registry_s_champion_and_links_its_run(tr
     result, out = run_evaluate(trained, shards, tmp_path, p)
     assert evaluate.track(p, result, where(trained), model_dir=model_tmp / "models", shards_dir=shards.root,
                           reports=out)  # this model beats both baselines: promoted
+    client = MlflowClient(uri)
+    champion = client.get_model_version_by_alias("colorizer", "champion")
+    test = result["test"]
+    assert float(champion.tags[registry.TEST_PSNR_TAG]) == pytest.approx(test["model"]["psnr"], abs=1e-4)
+    assert float(champion.tags[registry.RELEASE_PSNR_TAG]) == pytest.approx(test["release"]["psnr"], abs=1e-4)
     ui = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)  # an `mlflow ui`
     threading.Thread(target=ui.serve_forever, daemon=True).start()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     try:
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        loaded = web.load(None, f"http://127.0.0.1:{ui.server_port}")
+        for release_psnr in (test["model"]["psnr"] + 1, test["model"]["psnr"] - 1):  # it loses, then it wins
+            client.set_model_version_tag("colorizer", champion.version, registry.RELEASE_PSNR_TAG, f"{release_psnr}")
+            loaded = web.load(None, f"http://127.0.0.1:{ui.server_port}")
+            wins = release_psnr < test["model"]["psnr"]
+            assert loaded.chosen.name == ("models:/colorizer@champion" if wins else release.NAME)
+            assert (f"champion v{champion.version} beats the release" if wins else
+                    f"champion v{champion.version} does not beat it") in loaded.describe()
+            assert (loaded.chosen.run_id == champion.run_id) == wins
+            assert loaded.run_url.endswith(f"/runs/{champion.run_id}") == wins
+            assert not wins or loaded.run_url in loaded.describe()
     finally:
         ui.shutdown()
-    from mlflow.tracking import MlflowClient
-
-    champion = MlflowClient(uri).get_model_version_by_alias("colorizer", "champion")
-    assert loaded.source == "models:/colorizer@champion" and loaded.version == champion.version
-    assert loaded.run_id == champion.run_id and loaded.run_url.endswith(f"/runs/{champion.run_id}")
-    assert f"(version {champion.version})" in loaded.describe() and loaded.run_url in loaded.describe()
     gray = cv2.cvtColor(photo((40, 60), seed=9), cv2.COLOR_BGR2GRAY)
     assert loaded.colorizer.colorize([gray])[0].shape == (40, 60, 3)
     assert web.load(None, "http://127.0.0.1:1").run_url == ""  # no `mlflow ui` there: no link

@@ -86,3 +86,30 @@ def test_dvc_repro_on_several_folders_reports_each_file_s_folder(tmp_path):
     assert report.loc["city/photo0.png", "folder"] == "city" and report.loc["forest/photo0.png", "folder"] == "forest"
     assert report.groupby("folder")["status"].apply(lambda s: (s == "used").sum()).to_dict() == {"city": 4, "forest": 4}
     assert report.loc["forest/notes.txt", "status"] == "skipped"
+
+
+@pytest.mark.slow
+def test_a_param_of_the_wrong_type_is_named_before_any_work_and_an_unusable_folder_still_gets_its_report(tmp_path):
+    from tests.repo import run
+
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    for i in range(3):
+        (junk / f"scan{i}.jpg").write_text("not a photo")
+    repo = copy_repo(tmp_path / "repo")
+    profile = tmp_path / "junk.yaml"
+    profile.write_text(yaml.safe_dump({"download": {"source": "folder", "folder": str(junk)},
+                                       "hsv_split": {"image_size": "64"}}))
+    run([sys.executable, "-m", "src.profile", str(profile)], cwd=repo)
+    dvc("repro", "download", cwd=repo)
+    typed = dvc("repro", "hsv-split", cwd=repo, check=False)
+    assert typed.returncode != 0
+    assert "params.yaml: params hsv_split.image_size must be an integer, got '64' (str)" in typed.stderr
+    assert "Traceback" not in typed.stderr and not (repo / "reports" / "hsv_split.csv").exists()  # before any work
+
+    profile.write_text(yaml.safe_dump({"hsv_split": {"image_size": 64}}))
+    run([sys.executable, "-m", "src.profile", str(profile)], cwd=repo)
+    empty = dvc("repro", "hsv-split", cwd=repo, check=False)
+    assert empty.returncode != 0 and "no usable photo among 3 files" in empty.stderr
+    report = (repo / "reports" / "hsv_split.csv").read_text()  # the reasons it points to are there
+    assert report.count("not an image") == 3 and not (repo / "data" / "hsv").exists()

@@ -179,12 +179,12 @@ def run(p: HsvSplitParams, raw: Path = RAW_DIR, out: Path = HSV_DIR, report: Pat
             if result.records is not None:
                 writer.add(result.row["file"], result.row["photo"], result.records)
         writer.flush()
+        table = pd.DataFrame(rows, columns=list(rows[0]) if rows else None)
+        with atomic_path(report) as report_tmp:  # written even when nothing is usable: it says why
+            table.to_csv(report_tmp, index=False)
         if not writer.index:
             raise RuntimeError(f"no usable photo among {len(files)} files in {raw}; see the reasons in {report}")
         pd.DataFrame(writer.index).to_csv(tmp / "records.csv", index=False)
-    table = pd.DataFrame(rows, columns=list(rows[0]) if rows else None)
-    with atomic_path(report) as tmp:
-        table.to_csv(tmp, index=False)
     write_json(metrics, summarise(table))
     counts = table["status"].value_counts().to_dict()
     log.info("hsv-split: %d files, %s, %d records", len(table), counts, int(table["records"].sum()))
