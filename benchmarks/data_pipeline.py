@@ -2,7 +2,7 @@
 
     python -m benchmarks.data_pipeline [--photos ../shared/data/imagenet-sample]
 
-Figures go to experiments/benchmarks/data_pipeline.json and are printed as a table for the README.
+Figures go to experiments/benchmarks/data_pipeline.json and are printed as a table for docs/benchmarks.md.
 Ratios compare runs made in the same process on the same files, since this machine is noisy.
 """
 from __future__ import annotations

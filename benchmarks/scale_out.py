@@ -3,7 +3,7 @@ call costs through a tracking server (on PostgreSQL) against a local sqlite file
 
     python -m benchmarks.scale_out [--shards data/shards] [--trials 6]   # writes experiments/benchmarks/scale_out.json
 
-Needs the PostgreSQL server of README "Scaling out" on 127.0.0.1:5432 and the pipeline's shards (`dvc repro shard`).
+Needs the PostgreSQL server of docs/scaling.md on 127.0.0.1:5432 and the pipeline's shards (`dvc repro shard`).
 """
 from __future__ import annotations
 

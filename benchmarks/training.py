@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pickle
 import shutil
 import sys
@@ -20,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import src  # noqa: F401  first: the numeric settings (src/determinism.py) precede keras
 import keras  # noqa: E402
 
+import src  # noqa: F401  first: the numeric settings (src/determinism.py) precede keras
 from benchmarks.common import run_measured, save
 
 DEFAULT_PHOTOS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "imagenet-sample"

@@ -9,10 +9,9 @@ on the accelerator, so the maths is written once and the input pipeline only mov
 """
 from __future__ import annotations
 
+import functools
 from types import ModuleType
 from typing import Literal
-
-import functools
 
 import cv2
 import numpy as np

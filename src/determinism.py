@@ -1,7 +1,7 @@
 """The one numeric configuration shared by the stages, the CLIs, the benchmarks and the tests.
 
 Same params and data give byte-identical metrics on one machine; machines of one kind differ by less than the
-gate's tolerance (README, "CI gate"). Two parts, because TensorFlow reads some settings only when it loads:
+gate's tolerance (docs/evaluation.md). Two parts, because TensorFlow reads some settings only when it loads:
 - `ENV`, applied by `src/__init__.py` before anything can import TensorFlow: oneDNN on (measured: two runs on one
   machine give byte-identical metrics with it, at 2.1x the training speed; machines of other CPU features may
   round differently, which the gate's tolerance covers), TensorFlow's C++ log quiet.

@@ -8,7 +8,7 @@ Checks, each with params.yaml `evaluate.gate_*`:
   every stage before it is clean (the code, params and data have not changed since). A committed metrics file
   from an earlier commit, or one a stage never wrote, fails here.
 - regression: on `gate_set`, the model's RMSE and hue error exceed the baseline's by no more than
-  `gate_tolerance` and `gate_hue_tolerance` (set from measured run-to-run differences: README, "CI gate").
+  `gate_tolerance` and `gate_hue_tolerance` (set from measured run-to-run differences: docs/evaluation.md).
 - better than doing nothing (when `gate_margin_db` is set): the model's PSNR beats BOTH the gray and the
   constant-colour baselines on the same images by the margin.
 The baseline file records the commit, the params hash and the data md5 it came from.

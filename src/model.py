@@ -125,7 +125,7 @@ def unet(gray, x, p: ModelParams) -> keras.Model:
     elif p.encoder == "lite0":
         encoder = lite0.pretrained(channels=1) if p.encoder_weights == "imagenet" else lite0.encoder(channels=1)
         *taps, head = encoder(gray)  # the encoder scales uint8 itself, as its weights expect
-        if p.dropout:  # ~1000 training photos: without it the decoder memorises them (see README, issue 10)
+        if p.dropout:  # ~1000 training photos: without it the decoder memorises them (see experiments/README.md, issue 10)
             taps = [layers.Dropout(p.dropout, name=f"tap{i}_dropout")(t) for i, t in enumerate(taps)]
             head = layers.Dropout(p.dropout, name="head_dropout")(head)
         # a 1x1 bottleneck: concatenating all 1280 head channels would put most of the decoder's weights in one conv

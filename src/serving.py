@@ -31,7 +31,7 @@ class ColorizerModel(mlflow.pyfunc.PythonModel):
 
         self.colorizer = load(context.artifacts[ARTIFACT])  # Keras safe mode: no code from the weights file
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: np.ndarray, params=None):  # ndarray: validated by the signature
         gray = np.asarray(model_input)
         if gray.ndim == 4 and gray.shape[-1] == 1:
             gray = gray[..., 0]

@@ -1,7 +1,7 @@
 """The shard format: plain .npy files of uint8 records (n, size, size, 4), channels H, S, V, Y.
 
 Chosen because numpy reads a shard with np.load(mmap_mode="r") and tf.data streams the same bytes as fixed-length
-records (FixedLengthRecordDataset with the .npy header skipped) with parallel reads and no parsing; see README.
+records (FixedLengthRecordDataset with the .npy header skipped) with parallel reads and no parsing; see docs/benchmarks.md.
 """
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ def connect(uri: str, experiment: str) -> str:
                 response.read()
         except (urllib.error.URLError, OSError) as exc:
             raise TrackingUnavailable(
-                f"MLflow tracking server {uri} is unreachable ({exc}); start it (see README) or set "
+                f"MLflow tracking server {uri} is unreachable ({exc}); start it (docs/scaling.md) or set "
                 "train.tracking_uri / MLFLOW_TRACKING_URI to a reachable server"
             ) from exc
     mlflow.set_tracking_uri(uri)

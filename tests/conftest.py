@@ -1,6 +1,7 @@
 """Shared fixtures: real photos written to temporary folders, and the optional ../shared/data photos."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -57,6 +58,14 @@ def repository_untouched():
     assert after == before, f"the tests changed the repository:\nbefore:\n{before}\nafter:\n{after}"
     left = {p for p in TRACKING_LEFTOVERS if (ROOT / p).exists()} - stores  # ignored by git, so checked here
     assert not left, f"the tests left MLflow files in the checkout: {sorted(left)}"
+
+
+NOISE = re.compile(r"^[IWE]\d{4} [\d:.]+ +\d+ \w+\.cc:\d+\]|absl::InitializeLog|rebuild TensorFlow|\w+Warning: ")
+
+
+def noise(output: str) -> list[str]:
+    """TensorFlow/absl native log lines and Python warnings in a command's output: none where nothing is wrong."""
+    return [line for line in output.splitlines() if NOISE.search(line)]
 
 
 def shared_folder(name: str) -> Path:

@@ -10,10 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src import gate
+from src import gate, release
 from src.params import EvaluateParams
-from tests.conftest import SHARED_DATA, shared_folder
+from tests.conftest import SHARED_DATA, noise, shared_folder
 from tests.repo import copy_repo, dvc, run
+from tests.services import unavailable
+
+CHROMIUM = "/usr/bin/chromium"
 
 GATE = [sys.executable, "-m", "src.gate"]
 
@@ -36,10 +39,14 @@ def variant(reproduced: Path, tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_the_default_pipeline_passes_the_gate_and_says_why_it_loses(reproduced, tmp_path):
     repo = variant(reproduced, tmp_path)  # dvc writes its state even when it only reads
-    closing = [line for line in (repo / "repro.log").read_text().splitlines() if "verdict:" in line]
+    log = (repo / "repro.log").read_text()
+    assert noise(log) == []  # no TensorFlow/absl native lines, no library warnings: nothing is wrong here
+    closing = [line for line in log.splitlines() if "verdict:" in line]
     test = json.loads((repo / "reports" / "eval.json").read_text())["test"]
     gain = test["model"]["psnr"] - test["gray"]["psnr"]
     assert len(closing) == 1 and f"{gain:+.2f} dB vs gray" in closing[0]
+    released = test["release"]["psnr"] - test["gray"]["psnr"]  # and how far it is from the released model
+    assert f"the released model ({release.NAME}) {released:+.2f} dB vs gray" in closing[0]
     if "NOT better" in closing[0]:  # the few sample photos teach too little: the line says so and what to run
         photos = json.loads((repo / "data" / "shards" / "manifest.json").read_text())["splits"]["train"]["photos"]
         assert f"{photos} training photos" in closing[0] and "experiments/recipe.yaml" in closing[0]
@@ -159,3 +166,32 @@ def test_the_ci_quality_profile_beats_both_baselines_on_cbsd68(tmp_path):
     print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "extra PSNR" in result.stdout and "vs constant baseline" in result.stdout
+
+
+@pytest.mark.slow
+def test_dvc_plots_show_draws_the_learning_curves_in_a_browser_with_no_network(reproduced, tmp_path):
+    """The page `dvc plots show` writes inlines Vega (.dvc/plots/offline.html): chromium, offline, draws it."""
+    if not Path(CHROMIUM).exists():
+        unavailable(f"{CHROMIUM} is absent (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    repo = variant(reproduced, tmp_path)
+    dvc("plots", "show", "-o", str(tmp_path / "plots"), cwd=repo)
+    html = tmp_path / "plots" / "index.html"
+    assert "<script src=" not in html.read_text()  # nothing to fetch
+    errors, fetched = [], []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+        context = browser.new_context(offline=True)
+        page = context.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: fetched.append(r.url))
+        page.goto(html.as_uri())
+        page.wait_for_selector("canvas", timeout=30_000)
+        drawn = page.evaluate("""() => { const c = document.querySelector('canvas');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let ink = 0;
+            for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 0 && (d[i] < 200 || d[i + 2] < 200)) ink++;
+            return ink; }""")
+        browser.close()
+    assert errors == [] and [u for u in fetched if not u.startswith("file:")] == []
+    assert drawn > 500  # axes, labels and the two curves (rmse, val_rmse), not a blank page

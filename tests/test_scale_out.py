@@ -126,7 +126,7 @@ def test_two_logical_devices_split_the_batch_and_match_one_device(tiny_shards):
 
 @pytest.mark.slow
 def test_the_pipeline_tuning_and_serving_through_an_mlflow_server_on_postgres(reproduced, tmp_path, pg_databases):
-    """The README's team setup: MLflow server on PostgreSQL (proxied artifacts), Optuna on PostgreSQL. The clone
+    """The team setup of docs/scaling.md: MLflow server on PostgreSQL (proxied artifacts), Optuna on PostgreSQL. The clone
     already ran `dvc repro` once (with a local store): training again, forced, gives byte-identical metrics."""
     repo = tmp_path / "repo"
     shutil.copytree(reproduced, repo, symlinks=True)

@@ -316,3 +316,27 @@ def test_a_sweep_killed_mid_trial_resumes_and_redoes_the_interrupted_trial(tiny_
     assert set(done) <= {t.number for t in finished}  # nothing finished before the kill was lost
     killed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert len(killed) == 1 and any(t.user_attrs.get("retry_of") == killed[0].number for t in finished)
+
+
+@pytest.mark.parametrize("backend", ["journal", "postgresql"])
+def test_optuna_dashboard_shows_a_study_from_the_journal_file_or_postgresql(backend, tmp_path, request):
+    """docs/tuning.md's one command: `optuna-dashboard <the storage the tuner used>`."""
+    import requests
+
+    from tests.services import free_port, start, stop, wait_for
+
+    url = str(tmp_path / "journal.log") if backend == "journal" else request.getfixturevalue("pg_databases")()
+    study = optuna.create_study(study_name="colorizer", storage=tune.storage_for(url))
+    study.optimize(lambda t: t.suggest_float("learning_rate", 1e-4, 1e-2, log=True), n_trials=3)
+    port = free_port()
+    server = start([str(Path(sys.executable).parent / "optuna-dashboard"), url, "--host", "127.0.0.1",
+                    "--port", str(port)])
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(f"{base}/api/studies", server, "optuna-dashboard")
+        (summary,) = requests.get(f"{base}/api/studies", timeout=30).json()["study_summaries"]
+        assert summary["study_name"] == "colorizer"
+        detail = requests.get(f"{base}/api/studies/{summary['study_id']}", timeout=30).json()
+        assert len(detail["trials"]) == 3 and requests.get(f"{base}/dashboard", timeout=30).status_code == 200
+    finally:
+        stop(server)
