@@ -47,6 +47,33 @@ def photos(folder: Path) -> dict[str, Path]:
     return out
 
 
+def during_large_photo(base: str, folder: Path, small: Path) -> dict[str, float]:
+    """While one 25 MP photo is being coloured: the page's and a 256x256 photo's latency, and the large one's."""
+    from skimage import data
+
+    large = folder / "25MP.jpg"
+    gray = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
+    cv2.imwrite(str(large), cv2.resize(gray, (5000, 5000), interpolation=cv2.INTER_CUBIC))
+    times = {}
+
+    def post_large():
+        t = time.perf_counter()
+        requests.post(f"{base}/api/colorize", files={"photo": large.open("rb")}, timeout=600).raise_for_status()
+        times["large_25MP_s"] = time.perf_counter() - t
+
+    worker = threading.Thread(target=post_large)
+    worker.start()
+    time.sleep(0.5)
+    t = time.perf_counter()
+    requests.get(base, timeout=60).raise_for_status()
+    times["page_during_25MP_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    requests.post(f"{base}/api/colorize", files={"photo": small.open("rb")}, timeout=600).raise_for_status()
+    times["256x256_during_25MP_s"] = time.perf_counter() - t
+    worker.join()
+    return {k: round(v, 3) for k, v in times.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="release", help="as src.app takes it (default: %(default)s)")
@@ -68,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
             for path in files.values():  # warm-up: one of each size
                 requests.post(f"{base}/api/colorize", files={"photo": path.open("rb")}, timeout=600).raise_for_status()
             idle = proc.memory_info().rss
+            beside = during_large_photo(base, Path(tmp), files["256x256"])
 
             def watch():
                 while not done.is_set():
@@ -103,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         done.set()
         stop(server)
-    results = {"model": args.model, "requests": args.requests, "concurrency": args.concurrency,
+    results = {"model": args.model, **beside, "requests": args.requests, "concurrency": args.concurrency,
                "failed": len(failures), "wall_s": round(wall, 1), "requests_per_s": round(args.requests / wall, 2),
                "idle_rss_mib": round(idle / 2**20), "peak_rss_mib": round(peak[0] / 2**20),
                "page_p50_s": round(statistics.median(page), 3), "page_max_s": round(max(page), 3),

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,10 +67,19 @@ class Colorizer:
 
     def render(self, luma: np.ndarray, encoded: np.ndarray) -> np.ndarray:
         """Encoded chroma at model resolution + the photo's luma (h, w) -> uint8 BGR (h, w, 3) at the photo's size,
-        a strip of rows at a time: the float temporaries of a 25 MP photo would otherwise take gigabytes."""
+        in strips of rows on every core: the float temporaries of a 25 MP photo would otherwise take gigabytes."""
         out = np.empty((*luma.shape, 3), np.uint8)
-        for rows, chroma in upsample_strips(encoded, luma):
-            out[rows] = colour.render_prediction(luma[rows], chroma, self.spec.target)
+        upsample = chroma_upsampler(encoded, luma)
+
+        def one(rows: slice) -> None:
+            out[rows] = colour.render_prediction(luma[rows], upsample(rows), self.spec.target)
+
+        parts = strips(*luma.shape)
+        if len(parts) == 1:
+            one(parts[0])
+        else:  # numpy and OpenCV release the GIL on large arrays: the strips run in parallel
+            with ThreadPoolExecutor(min(len(parts), os.cpu_count() or 1)) as pool:
+                list(pool.map(one, parts))
         return out
 
     def colorize_records(self, records: np.ndarray, batch_size: int = 16,
@@ -85,14 +96,19 @@ class Colorizer:
 STRIP_PIXELS = 1 << 20  # full-resolution work is done about 1 MP at a time
 
 
+def strips(h: int, w: int, strip_pixels: int = STRIP_PIXELS) -> list[slice]:
+    step = max(1, strip_pixels // w)
+    return [slice(top, min(h, top + step)) for top in range(0, h, step)]
+
+
 def upsample_chroma(encoded: np.ndarray, luma: np.ndarray, sigma: float = 0.05) -> np.ndarray:
     """Chroma (s, s, 2) at model resolution -> (h, w, 2) at the photo's, stopping at the photo's own edges."""
-    return np.concatenate([chroma for _, chroma in upsample_strips(encoded, luma, sigma)])
+    upsample = chroma_upsampler(encoded, luma, sigma)
+    return np.concatenate([upsample(rows) for rows in strips(*luma.shape)])
 
 
-def upsample_strips(encoded: np.ndarray, luma: np.ndarray, sigma: float = 0.05,
-                    strip_pixels: int = STRIP_PIXELS) -> Iterator[tuple[slice, np.ndarray]]:
-    """(rows, their chroma (rows, w, 2)) for strips of the photo: upsample_chroma a strip at a time.
+def chroma_upsampler(encoded: np.ndarray, luma: np.ndarray, sigma: float = 0.05) -> Callable[[slice], np.ndarray]:
+    """A function: rows of the photo -> their chroma (rows, w, 2), so a large photo is done a strip at a time.
 
     Joint bilateral upsampling (Kopf et al., SIGGRAPH 2007) over the bilinear neighbours: each full-resolution
     pixel takes the chroma of its four nearest model-resolution pixels, weighted by distance as bilinear does and
@@ -102,8 +118,8 @@ def upsample_strips(encoded: np.ndarray, luma: np.ndarray, sigma: float = 0.05,
     s_h, s_w = encoded.shape[:2]
     h, w = luma.shape
     if max(h / s_h, w / s_w) < 1.5:
-        yield slice(0, h), cv2.resize(encoded, (w, h), interpolation=cv2.INTER_LINEAR)
-        return
+        whole = cv2.resize(encoded, (w, h), interpolation=cv2.INTER_LINEAR)
+        return lambda rows: whole[rows]
     small_y = cv2.resize(luma, (s_w, s_h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
 
     def neighbours(n_out: int, n_in: int):  # low-res index below each output pixel centre, and the fraction past it
@@ -112,18 +128,20 @@ def upsample_strips(encoded: np.ndarray, luma: np.ndarray, sigma: float = 0.05,
         return low, pos - low
 
     (iy_all, fy_all), (ix, fx) = neighbours(h, s_h), neighbours(w, s_w)
-    step = max(1, strip_pixels // w)
-    for top in range(0, h, step):
-        rows = slice(top, min(h, top + step))
+
+    def upsample(rows: slice) -> np.ndarray:
         iy, fy, y = iy_all[rows], fy_all[rows], luma[rows].astype(np.float32) / 255.0
         num, den = np.zeros((len(iy), w, encoded.shape[-1]), np.float32), np.zeros((len(iy), w), np.float32)
         for dy, wy in ((0, 1 - fy), (1, fy)):
+            near_y, near_c = small_y[iy + dy], encoded[iy + dy]  # rows first, then columns: two cheap gathers
             for dx, wx in ((0, 1 - fx), (1, fx)):
-                r, c = (iy + dy)[:, None], (ix + dx)[None, :]
-                weight = wy[:, None] * wx[None, :] * np.exp(-((y - small_y[r, c]) ** 2) / (2 * sigma**2)) + 1e-6
-                num += weight[..., None] * encoded[r, c]
+                weight = wy[:, None] * wx[None, :] * np.exp((y - near_y[:, ix + dx]) ** 2 * (-0.5 / sigma**2))
+                weight += 1e-6
+                num += weight[..., None] * near_c[:, ix + dx]
                 den += weight
-        yield rows, num / den[..., None]
+        return num / den[..., None]
+
+    return upsample
 
 
 def save(model: keras.Model, spec: InputSpec, image_size: int, out: Path, extra: dict | None = None) -> None:
