@@ -13,8 +13,4 @@ def stage_main(doc: str | None, section: str, run: Callable[[Any], Any]) -> Any:
     """Parse the (flag-less) command line, configure logging once, call `run` with the section's params."""
     argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        p = params.load(section)
-    except ValueError as exc:  # a wrong key or type: one line naming it, before any work
-        raise SystemExit(f"error: {params.PARAMS_FILE.name}: {exc}") from None
-    return run(p)
+    return run(params.load_or_exit(section))

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", type=Path, default=EVAL_METRICS, help="current metrics (default: %(default)s)")
     parser.add_argument("--baseline", type=Path, help="committed baseline (default: params evaluate.gate_baseline)")
     args = parser.parse_args(argv)
-    p = params.load("evaluate")
+    p = params.load_or_exit("evaluate")
     baseline_path = args.baseline or ROOT / p.gate_baseline
     if args.update:
         return update(args.metrics, baseline_path)

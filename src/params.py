@@ -198,6 +198,14 @@ def load(section: str, path: Path = PARAMS_FILE) -> Any:
     return _coerce(SECTIONS[section], load_raw(path).get(section))
 
 
+def load_or_exit(section: str, path: Path = PARAMS_FILE) -> Any:
+    """load() for entry points: a wrong key or type ends the program with one line naming it, before any work."""
+    try:
+        return load(section, path)
+    except ValueError as exc:
+        raise SystemExit(f"error: {path.name}: {exc}") from None
+
+
 def from_dict(section: str, raw: dict[str, Any]) -> Any:
     return _coerce(SECTIONS[section], raw)
 

@@ -401,7 +401,7 @@ def apply_best(out: Path = TUNE_DIR, params_file: Path = PARAMS_FILE) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    tune = params.load("tune")
+    tune = params.load_or_exit("tune")
     parser.add_argument("--n-trials", type=int, default=tune.n_trials, help="finished trials the study should hold "
                         "(all workers together; default %(default)s)")
     parser.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tune: no shards in {args.shards}: run `dvc repro shard` first", file=sys.stderr)
         return 2
     tune = replace(tune, epochs=args.epochs, heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period)
-    train = params.load("train")
+    train = params.load_or_exit("train")
     study = run_study(args.n_trials, args.timeout, args.storage, args.study_name, tune, train, args.shards, args.out)
     print(summary(study))
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

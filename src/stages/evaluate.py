@@ -215,7 +215,7 @@ def track(p: EvaluateParams, result: dict, where: TrainParams, model_dir: Path =
 
 
 def main() -> None:
-    stage_main(__doc__, "evaluate", lambda p: track(p, run(p), params.load("train")))
+    stage_main(__doc__, "evaluate", lambda p: track(p, run(p), params.load_or_exit("train")))
 
 
 if __name__ == "__main__":
