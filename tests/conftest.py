@@ -68,6 +68,19 @@ def noise(output: str) -> list[str]:
     return [line for line in output.splitlines() if NOISE.search(line)]
 
 
+def code_carrying_model(model_dir: Path) -> Path:
+    """A model folder whose Keras file carries code (a Lambda layer): the loaders must refuse it."""
+    import json
+
+    import keras
+
+    model_dir.mkdir(parents=True)
+    inputs = keras.Input((32, 32, 1))
+    keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs)).save(model_dir / "model.keras")
+    (model_dir / "model.json").write_text(json.dumps({"gray": "luma", "target": "chroma", "image_size": 32}))
+    return model_dir
+
+
 def shared_folder(name: str) -> Path:
     """A folder of ../shared/data, or a clean skip where this checkout has none."""
     folder = SHARED_DATA / name

@@ -1,7 +1,6 @@
 """`python -m src.colorize` as a careless user runs it: one bad photo or option never costs the others."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import cv2
 import numpy as np
 
 from src.paths import ROOT
-from tests.conftest import photo
+from tests.conftest import code_carrying_model, photo
 
 
 def colorize(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -60,13 +59,7 @@ def test_what_can_be_known_before_the_run_is_a_one_line_error_before_the_model_l
 
 
 def test_a_model_that_carries_code_is_refused_in_one_line(tmp_path):
-    import keras
-
-    model_dir = tmp_path / "models"
-    model_dir.mkdir()
-    inputs = keras.Input((32, 32, 1))
-    keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs)).save(model_dir / "model.keras")
-    (model_dir / "model.json").write_text(json.dumps({"gray": "luma", "target": "chroma", "image_size": 32}))
+    model_dir = code_carrying_model(tmp_path / "models")
     cv2.imwrite(str(tmp_path / "old.png"), np.full((32, 32), 90, np.uint8))
     done = colorize(str(tmp_path / "old.png"), "--out", str(tmp_path / "out"), "--model", str(model_dir),
                     tmp_path=tmp_path)

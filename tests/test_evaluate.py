@@ -20,7 +20,7 @@ from src import colorize, colour
 from src.params import EvaluateParams, TrainParams
 from src.predict import load
 from src.stages import evaluate, train
-from tests.conftest import build_shards, photo, shared_folder
+from tests.conftest import build_shards, code_carrying_model, photo, shared_folder
 from tests.services import invoke, model_server
 from tests.test_train import FAST
 
@@ -179,17 +179,10 @@ def test_a_tampered_models_folder_cannot_redirect_the_tracking(trained, shards, 
 
 
 def test_the_loader_refuses_a_model_that_carries_code(tmp_path):
-    import keras
-
     from src.predict import load
 
-    model_dir = tmp_path / "models"
-    model_dir.mkdir()
-    inputs = keras.Input((32, 32, 1))
-    keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs)).save(model_dir / "model.keras")
-    (model_dir / "model.json").write_text(json.dumps({"gray": "luma", "target": "chroma", "image_size": 32}))
     with pytest.raises(ValueError, match="(?i)lambda|safe"):
-        load(model_dir)
+        load(code_carrying_model(tmp_path / "models"))
 
 
 def test_serving_answers_with_colour_images(trained, shards, tmp_path):
