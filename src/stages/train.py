@@ -53,7 +53,7 @@ def run(p: TrainParams, shards_dir: Path = SHARD_DIR, model_dir: Path = MODEL_DI
     workdir = resume_dir(p, shards, cache)
     run_id_file = workdir / "mlflow_run_id"
     resumed = run_id_file.read_text().strip() if run_id_file.exists() else None
-    spec = InputSpec(p.model.gray, p.model.target, p.model.temperature, p.model.colour_boost)
+    spec = InputSpec.of(p.model)
     samples = shards.load("val", limit=p.sample_count)
 
     def colorize(model, records):
