@@ -262,7 +262,7 @@ def fit(p: TrainParams, shards: ShardSet, workdir: Path, callbacks: list | tuple
     if n_train < p.batch_size:
         raise ValueError(f"the train split has {n_train} records, fewer than train.batch_size={p.batch_size}")
     steps = p.steps_per_epoch or n_train // p.batch_size
-    spec = InputSpec(p.model.gray, p.model.target)
+    spec = InputSpec(p.model.gray, p.model.target, hints=p.model.hints)
     train = dataset(shards, "train", spec, p.batch_size, training=True, seed=p.seed, flip=p.flip, crop=p.crop,
                     scale=p.scale)
     val = dataset(shards, "val", spec, p.batch_size)

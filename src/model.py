@@ -1,15 +1,16 @@
 """Model builders: `seed` (the original ResNet50 + FCN decoder) and `unet` (Lite0, light or ResNet50 encoder).
 
-Input: uint8 gray (s, s, 1). Output: float32 (s, s, 2) in the target encoding of src/colour.py, or for the bins
+Input: uint8 gray (s, s, 1), and for a hint model ({"gray", "hints"}) float32 hints (s, s, 3) (src/hints.py).
+Output: float32 (s, s, 2) in the target encoding of src/colour.py, or for the bins
 target (s, s, k) class scores over colour.chroma_bins().
 Keras 3 layers only, so the same model runs on the TensorFlow, JAX and PyTorch backends.
 """
 from __future__ import annotations
 
 import keras
-from keras import layers
+from keras import layers, ops
 
-from src import colour, lite0
+from src import colour, hints, lite0
 from src.params import ModelParams
 
 # ResNet50 stage outputs by name (Keras 3), shallow to deep; the original looked them up as 'activation_9' etc.,
@@ -39,6 +40,8 @@ def build_model(p: ModelParams, image_size: int) -> keras.Model:
     if p.arch == "seed":
         if colour.is_bins(p.target):
             raise ValueError(f"the {p.target} target needs arch unet (seed keeps the original two-channel head)")
+        if p.hints:
+            raise ValueError("model.hints needs arch unet (seed keeps the original design's single input)")
         return seed_model(gray, x, p)
     if p.arch == "unet":
         return unet(gray, x, p)
@@ -109,8 +112,31 @@ def _light_encoder(x, widths: tuple[int, ...]) -> list:
     return outs
 
 
+@keras.saving.register_keras_serializable(package="colorizer")
+class HintPool(layers.Layer):
+    """Hints (chroma, mask) at input resolution -> at 1/stride: each cell's mean hint colour over its hinted
+    pixels, and whether it has any. A plain average would shrink a 5 px hint to nothing at 1/32."""
+
+    def __init__(self, stride: int, **kwargs):
+        super().__init__(**kwargs)
+        self.stride = stride
+
+    def call(self, given):
+        pooled = given if self.stride == 1 else ops.average_pool(given, self.stride, self.stride, padding="valid")
+        share = pooled[..., 2:]
+        present = ops.cast(share > 0, pooled.dtype)
+        return ops.concatenate([pooled[..., :2] / ops.maximum(share, 1e-6) * present, present], axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "stride": self.stride}
+
+
 def unet(gray, x, p: ModelParams) -> keras.Model:
     """U-Net: encoder, then per decoder width: 2x bilinear upsample, concatenate the skip, two convs.
+
+    A hint model (p.hints) also takes a hint map, pooled to each decoder level's resolution and concatenated to
+    the bottleneck and every skip: the pretrained encoder stays as it is, and the decoder, which places colour,
+    learns to spread a hint over the region around it (Zhang et al. 2017 feed theirs to the whole network).
 
     With a pretrained encoder the gray input is the full-resolution skip, so the last level can follow the photo's
     own edges; lite0 with one decoder width fewer stops at half resolution (output_stride) and leaves the edges to
@@ -144,10 +170,18 @@ def unet(gray, x, p: ModelParams) -> keras.Model:
         half = "; 4 give a half-resolution output" if p.encoder == "lite0" else ""
         raise ValueError(f"model.decoder_widths needs {len(skips)} entries for the {p.encoder} encoder "
                          f"(one per skip, deep to shallow{half}), got {list(p.decoder_widths)}")
+    given = keras.Input((None, None, hints.CHANNELS), dtype="float32", name="hints") if p.hints else None
+    levels = len(p.decoder_widths)
+    def pooled(stride: int, name: str) -> list:  # the hints at a level's resolution, if the model takes them
+        return [HintPool(stride * output_stride(p), name=name)(given)] if given is not None else []
+
+    y = layers.Concatenate(name="bottleneck_hints")([y, *pooled(2**levels, "hints_pool")]) if given is not None else y
     for level, (width, skip) in enumerate(zip(p.decoder_widths, reversed(skips))):
         y = layers.UpSampling2D(interpolation="bilinear", name=f"dec{level}_up")(y)
-        y = layers.Concatenate(name=f"dec{level}_skip")([y, skip])
+        hinted = pooled(2 ** (levels - 1 - level), f"dec{level}_hints")
+        y = layers.Concatenate(name=f"dec{level}_skip")([y, skip, *hinted])
         y = _conv_block(y, width, f"dec{level}")
     outputs = len(colour.chroma_bins(p.target)) if colour.is_bins(p.target) else 2
     y = layers.Conv2D(outputs, 1, name="head", dtype="float32")(y)  # float32 head under mixed precision
-    return keras.Model(gray, y, name=f"unet_{p.encoder}")
+    inputs = {"gray": gray, "hints": given} if given is not None else gray
+    return keras.Model(inputs, y, name=f"unet_{p.encoder}")

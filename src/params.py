@@ -66,6 +66,7 @@ class ModelParams:
     temperature: float = 0.38  # bins only: annealed-mean temperature at inference (1 = mean, towards 0 = mode)
     colour_boost: float = 0.0  # bins only: weigh classes by 1 + boost * chroma at inference (0 = off)
     inference_size: int = 0  # the square size the model colours at; 0 = the training photos' size
+    hints: bool = False  # unet: also take user colour hints (src/hints.py) into every decoder level
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from src import colour
+from src import colour, hints
 from src.params import ModelParams
 from src.shards import ShardSet
 
@@ -25,11 +25,12 @@ class InputSpec:
     target: colour.Target = "chroma"
     temperature: float = 1.0  # bins target: annealed-mean temperature of predictions
     boost: float = 0.0  # bins target: colour boost of predictions (colour.annealed_mean)
+    hints: bool = False  # the model also takes a hint map (src/hints.py)
 
     @classmethod
     def of(cls, p: ModelParams) -> InputSpec:
         """What a model of these params takes and how its outputs are decoded."""
-        return cls(p.gray, p.target, p.temperature, p.colour_boost)
+        return cls(p.gray, p.target, p.temperature, p.colour_boost, p.hints)
 
 
 def arrays(records: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +53,9 @@ def dataset(
 ):
     """tf.data pipeline over one split: parallel reads, seeded shuffle and augmentation when training.
 
-    Augmentation uses stateless random ops keyed by (record position, seed), so runs are repeatable. `scale`
+    A hint model's input is {"gray", "hints"}: hints drawn from the truth when training (src/hints.py), none
+    otherwise, so validation scores the automatic colorization. Augmentation uses stateless random ops keyed by
+    (record position, seed), so runs are repeatable. `scale`
     (lo, hi): each training record is first resized by a random factor in that range (never below `crop`), so the
     model sees objects at more sizes than the few photos hold; it needs `crop` to give batches one shape.
     """
@@ -88,7 +91,12 @@ def dataset(
             record = resized(record, tf.random.stateless_uniform([], tf.stack([index, seed + 2]), scale[0], scale[1]))
         if training and crop:
             record = tf.image.stateless_random_crop(record, [crop, crop, 4], seed=tf.stack([index, seed + 1]))
-        return colour.gray_input(record, spec.gray), colour.truth_channels(record)
+        gray = colour.gray_input(record, spec.gray)
+        if spec.hints:
+            given = (hints.simulated(record, tf.stack([index, seed + 3]), spec.target) if training else
+                     tf.zeros(tf.concat([tf.shape(record)[:2], [hints.CHANNELS]], 0)))
+            gray = {"gray": gray, "hints": given}
+        return gray, colour.truth_channels(record)
 
     def resized(record, factor):
         side = tf.maximum(tf.cast(tf.round(size * factor), tf.int32), crop)

@@ -12,7 +12,7 @@ import cv2
 import keras
 import numpy as np
 
-from src import colour
+from src import colour, hints
 from src.pipeline import InputSpec
 
 MODEL_FILE = "model.keras"
@@ -25,11 +25,25 @@ class Colorizer:
     spec: InputSpec
     image_size: int  # the square size the model runs at (train.model.inference_size, else the training photos')
 
-    def scores(self, gray: np.ndarray, batch_size: int = 16) -> np.ndarray:
-        """uint8 gray (n, s, s, 1) -> the model's raw outputs: encoded chroma, or class scores for bins."""
+    def inputs(self, gray: np.ndarray, hint_maps: np.ndarray | None = None):
+        """What the model is called with: the gray batch, or for a hint model {"gray", "hints"} (none: zeros)."""
+        if not self.spec.hints:
+            if hint_maps is not None and np.any(hint_maps[..., 2]):
+                raise ValueError("this model takes no hints: train one with train.model.hints: true")
+            return gray
+        if hint_maps is None:
+            hint_maps = np.zeros((*gray.shape[:3], hints.CHANNELS), np.float32)
+        return {"gray": gray, "hints": hint_maps}
+
+    def scores(self, gray: np.ndarray, batch_size: int = 16, hint_maps: np.ndarray | None = None) -> np.ndarray:
+        """uint8 gray (n, s, s, 1) -> the model's raw outputs: encoded chroma, or class scores for bins.
+        `hint_maps` (n, s, s, 3): the hints of each image at the model's resolution (hints.hint_map)."""
         # Direct calls rather than model.predict: no per-shape retracing, and no progress noise.
-        return np.concatenate([keras.ops.convert_to_numpy(self.model(gray[i : i + batch_size], training=False))
-                               for i in range(0, len(gray), batch_size)])
+        def part(i):
+            rows = slice(i, i + batch_size)
+            return self.model(self.inputs(gray[rows], None if hint_maps is None else hint_maps[rows]), training=False)
+
+        return np.concatenate([keras.ops.convert_to_numpy(part(i)) for i in range(0, len(gray), batch_size)])
 
     def decode(self, scores: np.ndarray) -> np.ndarray:
         """Raw outputs -> encoded chroma (n, s, s, 2): bins' class scores become their annealed mean."""
@@ -37,11 +51,19 @@ class Colorizer:
             return colour.annealed_mean(scores, self.spec.temperature, self.spec.boost, target=self.spec.target)
         return scores
 
-    def predict(self, gray: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    def predict(self, gray: np.ndarray, batch_size: int = 16, hint_maps: np.ndarray | None = None) -> np.ndarray:
         """uint8 gray (n, s, s, 1) -> encoded chroma (n, s, s, 2), decoded a batch at a time: a bins model's class
         scores are 44x the size of the chroma (88 classes vs 2), so they are never held for more than one batch."""
-        return np.concatenate([self.decode(self.scores(gray[i : i + batch_size], batch_size))
-                               for i in range(0, len(gray), batch_size)])
+        return np.concatenate([
+            self.decode(self.scores(gray[i : i + batch_size], batch_size,
+                                    None if hint_maps is None else hint_maps[i : i + batch_size]))
+            for i in range(0, len(gray), batch_size)])
+
+    def hint_maps(self, images: list[np.ndarray], given: list[list[hints.Hint]] | None) -> np.ndarray | None:
+        """Each image's hints (photo pixels) -> their maps at the model's resolution; None without hints."""
+        if not given or not any(given):
+            return None
+        return np.stack([hints.hint_map(h, im.shape[:2], self.image_size) for im, h in zip(images, given)])
 
     def model_input(self, images: list[np.ndarray]) -> np.ndarray:
         """Colour or gray uint8 images of any size -> the model's uint8 gray input (n, s, s, 1)."""
@@ -54,15 +76,18 @@ class Colorizer:
         gray = colour.gray_input(records, self.spec.gray)
         return gray if gray.shape[1] == self.image_size else self.model_input(list(gray[..., 0]))
 
-    def colorize(self, images: list[np.ndarray], batch_size: int = 16,
-                 scores: np.ndarray | None = None) -> list[np.ndarray]:
+    def colorize(self, images: list[np.ndarray], batch_size: int = 16, scores: np.ndarray | None = None,
+                 given: list[list[hints.Hint]] | None = None) -> list[np.ndarray]:
         """Colour or gray uint8 images of any size -> BGR at their full resolution.
 
         Chroma is predicted at the model's resolution, upsampled, and combined with the full-resolution luma.
         `scores`: the model's raw outputs for model_input(images), when already computed (re-decoding with other
-        settings runs no network).
+        settings runs no network). `given`: each image's colour hints (a hint model's).
         """
-        encoded = self.predict(self.model_input(images), batch_size) if scores is None else self.decode(scores)
+        if scores is None:
+            encoded = self.predict(self.model_input(images), batch_size, self.hint_maps(images, given))
+        else:
+            encoded = self.decode(scores)
         return [self.render(im if im.ndim == 2 else colour.luma(im), enc) for im, enc in zip(images, encoded)]
 
     def render(self, luma: np.ndarray, encoded: np.ndarray) -> np.ndarray:
@@ -148,7 +173,7 @@ def save(model: keras.Model, spec: InputSpec, image_size: int, out: Path, extra:
     """model.keras plus model.json (what the encodings are), into an existing folder."""
     model.save(out / MODEL_FILE)
     meta = {"gray": spec.gray, "target": spec.target, "temperature": spec.temperature, "colour_boost": spec.boost,
-            "image_size": image_size, **(extra or {})}
+            "hints": spec.hints, "image_size": image_size, **(extra or {})}
     (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
@@ -158,11 +183,12 @@ def load(folder: Path | str) -> Colorizer:
     if not (folder / MODEL_FILE).exists():
         raise FileNotFoundError(f"no {MODEL_FILE} in {folder}: run the train stage first (dvc repro train)")
     import src.losses  # noqa: F401 - registers the loss/metric classes named in the saved config
+    import src.model  # noqa: F401 - ... and the hint pooling layer
 
     meta = json.loads((folder / META_FILE).read_text())
     model = keras.saving.load_model(folder / MODEL_FILE, compile=False, safe_mode=True)
     spec = InputSpec(meta["gray"], meta["target"], float(meta.get("temperature", 1.0)),
-                     float(meta.get("colour_boost", 0.0)))
+                     float(meta.get("colour_boost", 0.0)), bool(meta.get("hints", False)))
     return Colorizer(model, spec, int(meta["image_size"]))
 
 

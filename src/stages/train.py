@@ -73,7 +73,8 @@ def run(p: TrainParams, shards_dir: Path = SHARD_DIR, model_dir: Path = MODEL_DI
         mlflow.log_metrics({k: float(v) for k, v in summary.items()})
         meta = {"arch": p.model.arch, "encoder": p.model.encoder, "mlflow_run_id": active.info.run_id,
                 "mlflow_tracking_uri": uri, "mlflow_experiment": p.experiment, "best_val_rmse": result.best_val_rmse}
-        summary["model_uri"] = tracking.log_model(result.model, colour.gray_input(samples, spec.gray), meta)
+        summary["model_uri"] = tracking.log_model(
+            result.model, Colorizer(result.model, spec, size).inputs(colour.gray_input(samples, spec.gray)), meta)
         with atomic_path(model_dir) as tmp:
             tmp.mkdir()
             save(result.model, spec, size, tmp, meta)
