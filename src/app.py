@@ -6,14 +6,17 @@
 
 The same model and code path as `python -m src.colorize`: colour photos are made gray first, chroma is predicted
 at the model's size and combined with the photo's own full-resolution luma. The vividness controls (bins models)
-re-decode the network's stored outputs, so moving them runs no network. Besides the page, a plain HTTP API:
-`curl -F photo=@old.jpg http://127.0.0.1:7860/api/colorize -o coloured.png`.
+re-decode the network's stored outputs, so moving them runs no network. With a hint model, click the photo to
+give a colour where you know it (src/hints.py). Besides the page, a plain HTTP API:
+`curl -F photo=@old.jpg http://127.0.0.1:7860/api/colorize -o coloured.png`, with hints
+`-F 'hints=[{"x": 120, "y": 80, "colour": "#c03020"}]'` (x, y in pixels of the photo).
 Needs the app extra: pip install -e ".[app]".
 """
 # No `from __future__ import annotations`: FastAPI and Gradio read the handlers' annotations at run time.
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -29,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from src import colour, images, stamp
+from src import colour, hints, images, stamp
 from src.choice import Chosen, choose
 from src.colorize import output_names, positive
 from src.predict import Colorizer
@@ -96,7 +99,11 @@ def gray_photo(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 class Photo:
     name: str
     gray: np.ndarray  # full resolution
-    scores: np.ndarray  # the network's raw outputs at the model's size
+    scores: np.ndarray  # the network's raw outputs at the model's size, for the photo's current hints
+    given: list[hints.Hint] = dataclasses.field(default_factory=list)  # its colour hints
+
+
+PREVIEW_SIDE = 1024  # the page shows hint results at most this long side; downloads are full resolution
 
 
 class Studio:
@@ -106,10 +113,39 @@ class Studio:
         self.loaded, self.workdir = loaded, workdir
         self.info = stamp.fields(loaded.chosen.name, loaded.chosen.version)  # every result's metadata
 
-    def png(self, data: bytes) -> bytes:
-        """An uploaded file's bytes -> the coloured PNG with its provenance; images.Skip says why not."""
-        (bgr,) = self.loaded.colorizer.colorize([gray_photo(data)])
-        return stamp.png_bytes(bgr, self.info)
+    def png(self, data: bytes, hint_json: str = "") -> bytes:
+        """An uploaded file's bytes (and its hints, JSON) -> the coloured PNG with its provenance; images.Skip
+        says why a photo could not be read, ValueError what is wrong with the hints."""
+        gray = gray_photo(data)
+        given = self.parse_hints(hint_json, gray.shape) if hint_json else []
+        (bgr,) = self.loaded.colorizer.colorize([gray], given=[given])
+        return stamp.png_bytes(bgr, self.info | hint_fields(given))
+
+    def parse_hints(self, raw, shape: tuple[int, int]) -> list[hints.Hint]:
+        colorizer = self.loaded.colorizer
+        given = hints.parse(raw, shape[1], shape[0], colorizer.spec.target)
+        if given and not colorizer.spec.hints:
+            raise ValueError(f"{self.loaded.chosen.name} takes no hints: colour without them or choose a hint model")
+        return given
+
+    def rehint(self, photo: Photo, given: list[hints.Hint]) -> Photo:
+        """The photo with the network's outputs for these hints (the vividness controls re-decode them)."""
+        colorizer = self.loaded.colorizer
+        maps = colorizer.hint_maps([photo.gray], [given])
+        scores = colorizer.scores(colorizer.model_input([photo.gray]), hint_maps=maps)[0]
+        return dataclasses.replace(photo, scores=scores, given=list(given))
+
+    def preview(self, photo: Photo, temperature: float, boost: float) -> tuple[np.ndarray, float]:
+        """The photo's result at most PREVIEW_SIDE px (BGR), and its scale from the photo."""
+        scale = min(1.0, PREVIEW_SIDE / max(photo.gray.shape))
+        small = photo.gray if scale == 1 else cv2.resize(photo.gray, None, fx=scale, fy=scale,
+                                                          interpolation=cv2.INTER_AREA)
+        (bgr,) = self.decoding(temperature, boost).colorize([small], scores=photo.scores[None])
+        return bgr, scale
+
+    def decoding(self, temperature: float, boost: float) -> Colorizer:
+        base = self.loaded.colorizer
+        return dataclasses.replace(base, spec=dataclasses.replace(base.spec, temperature=temperature, boost=boost))
 
     def colourise(self, paths: list[str]) -> tuple[list[Photo], list[str]]:
         """Uploaded files -> photos with the network's outputs, and one line per file that could not be read."""
@@ -127,14 +163,13 @@ class Studio:
 
     def render(self, photos: list[Photo], temperature: float, boost: float) -> tuple[list[np.ndarray], list[Path]]:
         """BGR results at full resolution and their PNG files (plus a zip when there are several)."""
-        base = self.loaded.colorizer
-        colorizer = dataclasses.replace(base, spec=dataclasses.replace(base.spec, temperature=temperature, boost=boost))
+        colorizer = self.decoding(temperature, boost)
         out = self.workdir / uuid.uuid4().hex
         out.mkdir(parents=True)
         results, files = [], []
         for photo in photos:
             (bgr,) = colorizer.colorize([photo.gray], scores=photo.scores[None])
-            (out / photo.name).write_bytes(stamp.png_bytes(bgr, self.info))
+            (out / photo.name).write_bytes(stamp.png_bytes(bgr, self.info | hint_fields(photo.given)))
             results.append(bgr)
             files.append(out / photo.name)
         if len(files) > 1:
@@ -143,6 +178,39 @@ class Studio:
                     archive.write(f, f.name)
             files.append(out / "coloured.zip")
         return results, files
+
+
+def hint_fields(given: list[hints.Hint]) -> dict[str, str]:
+    """The metadata text of a result coloured with these hints (stamp.fields says "none" without)."""
+    return {"Hints": json.dumps(hints.described(given))} if given else {}
+
+
+def marked(bgr: np.ndarray, given: list[hints.Hint], scale: float) -> np.ndarray:
+    """The preview with each hint drawn as a dot of its colour, ringed so it shows on any background."""
+    out = bgr.copy()
+    radius = max(4, max(bgr.shape[:2]) // 80)
+    for h in given:
+        centre = (int(h.x * scale), int(h.y * scale))
+        r, g, b = hints.hex_rgb(h.rgb)
+        cv2.circle(out, centre, radius + 2, (0, 0, 0), -1, cv2.LINE_AA)
+        cv2.circle(out, centre, radius + 1, (255, 255, 255), -1, cv2.LINE_AA)
+        cv2.circle(out, centre, radius - 1, (b, g, r), -1, cv2.LINE_AA)
+    return out
+
+
+def picker_hex(value: str) -> str:
+    """Gradio's colour picker value ('#rrggbb', or 'rgb(r, g, b)' / 'rgba(...)') -> '#rrggbb'."""
+    value = (value or "").strip()
+    if value.startswith("rgb"):
+        r, g, b = (round(float(v)) for v in value[value.index("(") + 1 : value.index(")")].split(",")[:3])
+        return f"#{r:02x}{g:02x}{b:02x}"
+    return "#" + "{:02x}{:02x}{:02x}".format(*hints.hex_rgb(value))
+
+
+def table_rows(rows) -> list[list]:
+    """The hint table's value (a pandas DataFrame, or lists) -> its non-empty rows."""
+    values = rows.values.tolist() if hasattr(rows, "values") else list(rows or [])
+    return [row for row in values if any(v not in (None, "") for v in row)]
 
 
 def rgb(image: np.ndarray) -> np.ndarray:
@@ -179,8 +247,69 @@ def build(studio: Studio):
         pairs, first, gallery, files, _ = show(photos, temperature, boost)
         return pairs, first, gallery, files, gr.skip()
 
-    def on_select(pairs, evt: gr.SelectData):
-        return pairs[evt.index]
+    def on_select(photos, pairs, temperature, boost, evt: gr.SelectData):
+        return pairs[evt.index], evt.index, *guided(photos, evt.index, temperature, boost)
+
+    def guided(photos, current, temperature, boost, selected=None):
+        """The guide view (the current photo's result with its hints marked), its hint table and the picker."""
+        photo = photos[current]
+        bgr, scale = studio.preview(photo, temperature, boost)
+        rows = [[round(h.x), round(h.y), h.rgb] for h in photo.given]
+        picker = photo.given[selected].rgb if selected is not None and selected < len(photo.given) else gr.skip()
+        return rgb(marked(bgr, photo.given, scale)), rows, picker
+
+    def with_hints(photos, current, given, temperature, boost, selected=None):
+        photos = list(photos)
+        photos[current] = studio.rehint(photos[current], given)
+        return photos, *guided(photos, current, temperature, boost, selected)
+
+    def on_guide_click(photos, current, temperature, boost, evt: gr.SelectData):
+        if not photos:
+            raise gr.Error("Colourise a photo first.")
+        photo = photos[current]
+        bgr, scale = studio.preview(photo, temperature, boost)
+        px, py = (min(int(v), side - 1) for v, side in zip(evt.index, bgr.shape[1::-1]))
+        b, g, r = (int(v) for v in bgr[py, px])  # the picker starts at the model's colour there
+        hint = hints.Hint(min(px / scale, photo.gray.shape[1] - 1), min(py / scale, photo.gray.shape[0] - 1),
+                          hints.chroma_of((b, g, r), spec.target), f"#{r:02x}{g:02x}{b:02x}")
+        given = [*photo.given, hint]
+        return *with_hints(photos, current, given, temperature, boost, len(given) - 1), len(given) - 1
+
+    def on_pick(photos, current, selected, picked, temperature, boost):
+        if not photos or selected is None or selected >= len(photos[current].given):
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        hex_colour = picker_hex(picked)
+        given = list(photos[current].given)
+        if hex_colour == given[selected].rgb:  # the page set the picker to the hint's colour: nothing to do
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        r, g, b = hints.hex_rgb(hex_colour)
+        given[selected] = dataclasses.replace(given[selected], chroma=hints.chroma_of((b, g, r), spec.target),
+                                              rgb=hex_colour)
+        return with_hints(photos, current, given, temperature, boost)
+
+    def on_table(photos, current, rows, temperature, boost):
+        """Edited rows: a changed x or y moves a hint, a deleted row removes it."""
+        if not photos:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        table = [dict(zip(("x", "y", "colour"), row)) for row in table_rows(rows)]
+        shape = photos[current].gray.shape
+        try:
+            given = studio.parse_hints(table, shape)
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from None
+        return with_hints(photos, current, given, temperature, boost)
+
+    def on_remove(photos, current, selected, temperature, boost):
+        if not photos or not photos[current].given:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), None
+        given = list(photos[current].given)
+        given.pop(selected if selected is not None and selected < len(given) else -1)
+        return *with_hints(photos, current, given, temperature, boost), None
+
+    def on_clear(photos, current, temperature, boost):
+        if not photos:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), None
+        return *with_hints(photos, current, [], temperature, boost), None
 
     with gr.Blocks(title="colorizer", analytics_enabled=False) as page:  # people's photos: contact no one
         gr.Markdown(f"# Colour black-and-white photos\n{studio.loaded.describe()} Colour photos are made gray "
@@ -199,16 +328,46 @@ def build(studio: Studio):
                 go = gr.Button("Colourise", variant="primary", elem_id="colourise")
         note = gr.Markdown(elem_id="note")
         slider = gr.ImageSlider(label="Before / after (drag)", type="numpy", format="png", elem_id="slider")
-        gallery = gr.Gallery(label="Results: click one to compare it above", columns=4, height=260, object_fit="contain", format="png",
-                             elem_id="gallery")
+        gallery = gr.Gallery(label="Results: click one to compare it above", columns=4, height=260,
+                             object_fit="contain", format="png", elem_id="gallery")
+        with gr.Row(visible=spec.hints):
+            guide = gr.Image(label="Colour hints: click the photo where you know the colour", type="numpy",
+                             format="png", interactive=False, elem_id="guide")
+            with gr.Column():
+                picker = gr.ColorPicker(label="Colour of the selected hint (starts at the model's)",
+                                        elem_id="hint-colour")
+                table = gr.Dataframe(headers=["x", "y", "colour"], datatype=["number", "number", "str"],
+                                     column_count=(3, "fixed"), interactive=True, label="Hints (edit x, y to move one)",
+                                     elem_id="hints")
+                with gr.Row():
+                    remove = gr.Button("Remove the selected hint", elem_id="remove-hint")
+                    clear = gr.Button("Clear hints", elem_id="clear-hints")
         downloads = gr.File(label="Download (PNG each, and a zip of all)", file_count="multiple", elem_id="downloads")
-        photos, pairs = gr.State([]), gr.State([])
+        photos, pairs, current, selected = gr.State([]), gr.State([]), gr.State(0), gr.State(None)
         gr.Examples([[[str(path)]] for path, _ in sample_photos()[:4]], inputs=upload, label="Sample photos")
         outputs = [pairs, slider, gallery, downloads, note]
-        go.click(on_colourise, [upload, temperature, boost], [photos, *outputs], api_visibility="private")
+        guided_outputs = [guide, table, picker]
+        redraw = dict(fn=on_vividness, inputs=[photos, temperature, boost], outputs=outputs,
+                      api_visibility="private")  # the downloads follow the hints at full resolution
+        private = dict(api_visibility="private")
+        go.click(on_colourise, [upload, temperature, boost], [photos, *outputs], **private).then(
+            lambda photos, t, b: (0, None, *guided(photos, 0, t, b)) if photos else (0, None, None, [], gr.skip()),
+            [photos, temperature, boost], [current, selected, *guided_outputs], **private)
         for control in (temperature, boost):
-            control.release(on_vividness, [photos, temperature, boost], outputs, api_visibility="private")
-        gallery.select(on_select, pairs, slider, api_visibility="private")
+            control.release(on_vividness, [photos, temperature, boost], outputs, **private).then(
+                lambda photos, i, t, b: guided(photos, i, t, b) if photos else (None, [], gr.skip()),
+                [photos, current, temperature, boost], guided_outputs, **private)
+        gallery.select(on_select, [photos, pairs, temperature, boost], [slider, current, *guided_outputs], **private)
+        guide.select(on_guide_click, [photos, current, temperature, boost], [photos, *guided_outputs, selected],
+                     **private).then(**redraw)
+        picker.change(on_pick, [photos, current, selected, picker, temperature, boost], [photos, *guided_outputs],
+                     **private).then(**redraw)
+        table.input(on_table, [photos, current, table, temperature, boost], [photos, *guided_outputs],
+                    **private).then(**redraw)
+        remove.click(on_remove, [photos, current, selected, temperature, boost], [photos, *guided_outputs, selected],
+                     **private).then(**redraw)
+        clear.click(on_clear, [photos, current, temperature, boost], [photos, *guided_outputs, selected],
+                    **private).then(**redraw)
     return page
 
 
@@ -237,11 +396,13 @@ def api(studio: Studio, max_bytes: int, workers: int = 2, queue: int = 16):
                                 headers={"Retry-After": "5"})
         jobs[0] += 1
         try:
-            name, data = await read_upload(request, max_bytes)
-            return Response(await asyncio.get_running_loop().run_in_executor(pool, studio.png, data),
+            name, data, hint_json = await read_upload(request, max_bytes)
+            return Response(await asyncio.get_running_loop().run_in_executor(pool, studio.png, data, hint_json),
                             media_type="image/png")
         except images.Skip as skip:
             raise HTTPException(400, f"{name}: {skip}") from skip
+        except ValueError as exc:  # the hints
+            raise HTTPException(400, f"hints: {exc}") from exc
         finally:
             jobs[0] -= 1
 
@@ -251,8 +412,9 @@ def api(studio: Studio, max_bytes: int, workers: int = 2, queue: int = 16):
 FORM_OVERHEAD = 64 * 2**10  # multipart boundaries and headers around the photo
 
 
-async def read_upload(request, max_bytes: int) -> tuple[str, bytes]:
-    """The multipart field `photo` (filename, bytes), counting bytes as they arrive: HTTP 413 past the limit."""
+async def read_upload(request, max_bytes: int) -> tuple[str, bytes, str]:
+    """The multipart field `photo` (filename, bytes) and the optional text field `hints` (JSON), counting bytes as
+    they arrive: HTTP 413 past the limit."""
     from fastapi import HTTPException
     from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -274,10 +436,13 @@ async def read_upload(request, max_bytes: int) -> tuple[str, bytes]:
     if upload is None or not hasattr(upload, "read"):
         raise HTTPException(400, "send the photo as the multipart field 'photo'")
     data = await upload.read(max_bytes + 1)
+    hint_json = form.get("hints") or ""
     await form.close()
     if len(data) > max_bytes:
         raise HTTPException(413, f"upload larger than {max_bytes} bytes")
-    return upload.filename or "photo", data
+    if not isinstance(hint_json, str):
+        raise HTTPException(400, "send the hints as a text field 'hints' (JSON), not a file")
+    return upload.filename or "photo", data, hint_json
 
 
 def port(text: str) -> int:

@@ -3,18 +3,23 @@
     python -m src.colorize old_photos/ scan.jpg --out coloured/
     python -m src.colorize photos/ --out out/ --model models           # the pipeline's own model
     python -m src.colorize photos/ --out out/ --model models:/colorizer@champion
+    python -m src.colorize scan.jpg --out out/ --hints hints.json    # a hint model, told some colours
 
 INPUT: image files and folders (searched recursively); colour photos are converted to gray first.
 Writes OUT/<stem>.png. The chroma is predicted at the model's resolution, upsampled, and combined with each
 photo's full-resolution gray. Each PNG says in its metadata which model coloured it, that its colours were
 predicted by a machine-learning model, and keeps the input's EXIF (date, camera).
 MODEL: by default the released model (release/), or the registry's champion if it beat the release on the same
-images; the first line says which and why. A photo that cannot be read or written is reported and skipped; the
-exit status is non-zero only when no photo could be coloured (2: a bad command line, found before any work).
+images; the first line says which and why. A photo that cannot be read or written, or whose hints are wrong, is
+reported and skipped; the exit status is non-zero only when no photo could be coloured (2: a bad command line,
+found before any work).
+HINTS (a hint model, train.model.hints): JSON, [{"x": 120, "y": 80, "colour": "#c03020"}, ...] with x, y in
+pixels of the photo, for a single INPUT; or {"scan.jpg": [...], ...} by file name for several.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -24,7 +29,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from src import images, stamp
+from src import hints, images, stamp
 from src.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -83,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="release, a model folder (e.g. models), a release .npz or an MLflow URI "
                                         "(default: the released model, or the registry's champion if it beats it)")
     parser.add_argument("--batch-size", type=positive, default=8, help="photos per batch (default: %(default)s)")
+    parser.add_argument("--hints", type=Path, metavar="FILE",
+                        help='colour hints, JSON: [{"x": 120, "y": 80, "colour": "#c03020"}] for one photo '
+                             '(x, y in its pixels), or {"name.jpg": [...]} by file name (needs a hint model)')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     check_out(parser, args.out)
@@ -90,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         log.error("no input files")
         return 1
+    given = read_hints(parser, args.hints, files) if args.hints else {}
 
     from mlflow.exceptions import MlflowException
 
@@ -101,26 +110,63 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot load model %s: %s", args.model or "release", exc)
         return 1
     log.info(chosen.line())
-    info = stamp.fields(chosen.name, chosen.version)
+    if given and not chosen.colorizer.spec.hints:
+        log.error("%s takes no hints: colour without --hints, or use a hint model (train.model.hints)", chosen.name)
+        return 1
+    target = chosen.colorizer.spec.target
     names = output_names(files)
     done = 0
     with tqdm(total=len(files), desc="colorize", unit="photo") as bar:
         for start in range(0, len(files), args.batch_size):
-            batch, grays = [], []
+            batch, grays, batch_hints = [], [], []
             for f in files[start : start + args.batch_size]:
                 try:
                     bgr = images.read(f, MAX_PIXELS).bgr
+                    photo_hints = hints.parse(given.get(f, []), bgr.shape[1], bgr.shape[0], target)
                 except images.Skip as skip:
                     log.warning("%s: skipped (%s)", f, skip)
                     bar.update()
                     continue
+                except ValueError as exc:
+                    log.error("%s: skipped (%s: %s)", f, args.hints, exc)
+                    bar.update()
+                    continue
                 batch.append(f)
                 grays.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
-            for f, bgr in zip(batch, chosen.colorizer.colorize(grays) if grays else []):
+                batch_hints.append(photo_hints)
+            coloured = chosen.colorizer.colorize(grays, given=batch_hints) if grays else []
+            for f, bgr, photo_hints in zip(batch, coloured, batch_hints):
+                info = stamp.fields(chosen.name, chosen.version, hints.described(photo_hints))
                 done += write(args.out / names[f], bgr, info, f)
                 bar.update()
     log.info("coloured %d of %d files into %s", done, len(files), args.out)
     return 0 if done else 1
+
+
+def read_hints(parser: argparse.ArgumentParser, path: Path, files: list[Path]) -> dict[Path, list]:
+    """--hints FILE -> each input's raw hint list (checked against its photo later); a bad file is a usage error."""
+    try:
+        raw = json.loads(path.read_text())
+    except OSError as exc:
+        parser.error(f"--hints {path}: {exc.strerror}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        parser.error(f"--hints {path} is not valid JSON: {exc}")
+    if isinstance(raw, list):
+        if len(files) != 1:
+            parser.error(f"--hints {path} is one list of hints, for one photo, but {len(files)} inputs were given: "
+                         'use {"name.jpg": [...], ...}')
+        return {files[0]: raw}
+    if not isinstance(raw, dict):
+        parser.error(f'--hints {path} must be a list of hints or {{"name.jpg": [...]}}')
+    by_name = {}
+    for f in files:
+        matches = [key for key in (str(f), f.name) if key in raw]
+        if matches:
+            by_name[f] = raw[matches[0]]
+    unknown = set(raw) - {key for f in files for key in (str(f), f.name)}
+    if unknown:
+        parser.error(f"--hints {path} names photos that are not inputs: {sorted(unknown)}")
+    return by_name
 
 
 def write(path: Path, bgr: np.ndarray, info: dict[str, str], source: Path) -> bool:

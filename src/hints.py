@@ -28,6 +28,12 @@ class Hint:
     x: float  # pixels of the photo, from its left edge
     y: float  # ... and its top
     chroma: tuple[float, float]  # the colour in the target's encoding (colour.encode_target)
+    rgb: str = ""  # the colour as the user gave it, "#rrggbb" (kept in the output's metadata)
+
+
+def described(given: list[Hint]) -> list[dict]:
+    """Hints as users write them: what an output's metadata records."""
+    return [{"x": h.x, "y": h.y, "colour": h.rgb} for h in given]
 
 
 def chroma_of(bgr: tuple[int, int, int], target: str) -> tuple[float, float]:
@@ -37,11 +43,17 @@ def chroma_of(bgr: tuple[int, int, int], target: str) -> tuple[float, float]:
     return float(a), float(b)
 
 
-def colour_of(rgb_hex: str, target: str) -> tuple[float, float]:
+def hex_rgb(rgb_hex: str) -> tuple[int, int, int]:
+    """'#c03020' (or 'c03020') -> (192, 48, 32); ValueError otherwise."""
     match = _HEX.match(rgb_hex.strip()) if isinstance(rgb_hex, str) else None
     if not match:
         raise ValueError(f"colour must be RGB hex like '#c03020', got {rgb_hex!r}")
     r, g, b = bytes.fromhex(match.group(1))
+    return r, g, b
+
+
+def colour_of(rgb_hex: str, target: str) -> tuple[float, float]:
+    r, g, b = hex_rgb(rgb_hex)
     return chroma_of((b, g, r), target)
 
 
@@ -64,11 +76,12 @@ def parse(raw: str | list, width: int, height: int, target: str) -> list[Hint]:
             raise ValueError(f"{where}: x and y must be numbers, got {x!r}, {y!r}")
         if not (0 <= x < width and 0 <= y < height):
             raise ValueError(f"{where}: ({x}, {y}) is outside the {width}x{height} photo")
+        rgb = item.get("colour", item.get("color"))
         try:
-            chroma = colour_of(item.get("colour", item.get("color")), target)
+            chroma = colour_of(rgb, target)
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
-        hints.append(Hint(float(x), float(y), chroma))
+        hints.append(Hint(float(x), float(y), chroma, "#" + rgb.strip().lstrip("#").lower()))
     return hints
 
 

@@ -114,8 +114,13 @@ def _light_encoder(x, widths: tuple[int, ...]) -> list:
 
 @keras.saving.register_keras_serializable(package="colorizer")
 class HintPool(layers.Layer):
-    """Hints (chroma, mask) at input resolution -> at 1/stride: each cell's mean hint colour over its hinted
-    pixels, and whether it has any. A plain average would shrink a 5 px hint to nothing at 1/32."""
+    """Hints (chroma, mask) at input resolution -> 6 channels at 1/stride: each cell's mean hint colour over its
+    hinted pixels and whether it has any (a plain average would shrink a 5 px hint to nothing at 1/32), and the
+    same spread over the SPREAD x SPREAD cells around (normalised convolution, Knutsson and Westin 1993) with the
+    share of them hinted. The spread map hands the decoder the nearest hints' colour everywhere, so it only has to
+    learn where a hint's region ends: propagating it through 3x3 convs alone was not learnt in 2,000 steps."""
+
+    SPREAD = 5
 
     def __init__(self, stride: int, **kwargs):
         super().__init__(**kwargs)
@@ -123,9 +128,12 @@ class HintPool(layers.Layer):
 
     def call(self, given):
         pooled = given if self.stride == 1 else ops.average_pool(given, self.stride, self.stride, padding="valid")
-        share = pooled[..., 2:]
-        present = ops.cast(share > 0, pooled.dtype)
-        return ops.concatenate([pooled[..., :2] / ops.maximum(share, 1e-6) * present, present], axis=-1)
+        present = ops.cast(pooled[..., 2:] > 0, pooled.dtype)
+        local = pooled[..., :2] / ops.maximum(pooled[..., 2:], 1e-6) * present
+        weighted = ops.concatenate([local * present, present], axis=-1)
+        spread = ops.average_pool(weighted, self.SPREAD, 1, padding="same")
+        near = spread[..., :2] / ops.maximum(spread[..., 2:], 1e-6)
+        return ops.concatenate([local, present, near, spread[..., 2:]], axis=-1)
 
     def get_config(self):
         return {**super().get_config(), "stride": self.stride}

@@ -88,6 +88,12 @@ def card(front: dict, size_bytes: int) -> str:
                       "\n\n| method | PSNR dB | RMSE | colourfulness | hue error deg |\n| --- | ---: | ---: | ---: | ---: |\n"
                       + "\n".join(lines))
     p = front["params"]
+    hint_text = """
+It takes colour hints (`train.model.hints`; Zhang et al. 2017): where a user knows a colour (the dress was red),
+a click in the page, `--hints` for `python -m src.colorize` or the API's `hints` field moves the colour of the
+region around the point towards it. Without hints it colours automatically; the `_hints10` rows below are the
+same photos with 10 hints drawn from the truth (docs/serving.md).
+""" if p["model"].get("hints") else ""
     dirty = " (`-dirty`: params.yaml set from the profile by `python -m src.profile`)" if t["commit"].endswith(
         "-dirty") else ""
     return f"""---
@@ -106,7 +112,7 @@ Colours old family photos, scans and archives plausibly: skies, water, foliage, 
 of the time. It is pale next to the truth (colourfulness above), and objects whose colour the gray does not tell
 (clothes, cars, flowers, toys) tend to stay gray or brown: a plausible colouring, never a record of the real
 colours. Every output says so in its metadata (IPTC digital source type trainedAlgorithmicMedia).
-
+{hint_text}
 ## Training photos
 
 {total:,} training photos from four folders of real photos (validation and test are held out of the same mix):

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from src import colour, images, metrics, params, release
+from src import colour, hints, images, metrics, params, release
 from src.entry import stage_main
 from src.files import atomic_path, write_json
 from src.params import EvaluateParams, TrainParams
@@ -65,6 +65,23 @@ def score(names: list[str], truths: list[np.ndarray], preds: dict[str, list[np.n
     return rows
 
 
+HINT_POINTS = 10  # a hint model is also scored with this many hints drawn from the truth (method <name>_hints10)
+
+
+def predictions(colorizers: dict[str, Colorizer], truths: list[np.ndarray], first: int, batch_size: int,
+                records: np.ndarray | None = None) -> dict[str, list[np.ndarray]]:
+    """Each colorizer's results for these truths (from `records` when given: their own luma at shard size), and
+    for hint models also with HINT_POINTS hints from the truth, drawn with a seed per image (`first` + i)."""
+    preds = {m: list(c.colorize_records(records, batch_size) if records is not None else
+                     c.colorize(truths, batch_size)) for m, c in colorizers.items()}
+    for m, c in colorizers.items():
+        if c.spec.hints:
+            given = [hints.from_truth(t, HINT_POINTS, np.random.default_rng([HINT_POINTS, first + i]), c.spec.target)
+                     for i, t in enumerate(truths)]
+            preds[f"{m}_hints{HINT_POINTS}"] = c.colorize([colour.luma(t) for t in truths], batch_size, given=given)
+    return preds
+
+
 def evaluate_split(colorizers: dict[str, Colorizer], shards: ShardSet, mean_hs, batch_size: int, keep: int,
                    split: str = "test"):
     """A split, streamed a batch at a time (memory does not grow with it): (rows, the first `keep` truths, the
@@ -75,7 +92,7 @@ def evaluate_split(colorizers: dict[str, Colorizer], shards: ShardSet, mean_hs, 
     with tqdm(total=shards.count(split), desc=f"evaluate {split}", unit="img") as bar:
         for records in shards.batches(split, batch_size):
             truth = list(colour.record_to_bgr(records))
-            pred = {m: list(c.colorize_records(records, batch_size)) for m, c in colorizers.items()}
+            pred = predictions(colorizers, truth, done, batch_size, records)
             rows += score(names[done : done + len(records)], truth, pred, mean_hs, split)
             truths += truth[: keep - len(truths)]
             preds += next(iter(pred.values()))[: keep - len(preds)]
@@ -104,7 +121,7 @@ def evaluate_folder(colorizers: dict[str, Colorizer], folder: Path, size: int, m
     with tqdm(desc=f"evaluate {folder.name}", unit="img") as bar:
         while batch := list(itertools.islice(photos, batch_size)):
             names, truths = zip(*batch)
-            preds = {m: c.colorize(list(truths), batch_size) for m, c in colorizers.items()}
+            preds = predictions(colorizers, list(truths), bar.n, batch_size)
             rows += score(list(names), list(truths), preds, mean_hs, "extra")
             bar.update(len(batch))
     if not rows:
@@ -151,6 +168,9 @@ def run(p: EvaluateParams, model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD
                  "colourfulness model %.1f vs truth %.1f", set_name, s["images"], s["model"]["psnr"],
                  s["gray"]["psnr"], s["constant"]["psnr"], s["model"]["rmse"], s["model"]["colourfulness"],
                  s["truth_colourfulness"])
+        if f"model_hints{HINT_POINTS}" in s:
+            log.info("%s with %d hints from the truth: PSNR %.2f dB", set_name, HINT_POINTS,
+                     s[f"model_hints{HINT_POINTS}"]["psnr"])
     log.info(verdict(summary["test"], shards.manifest["splits"]["train"]["photos"]))
     return result
 
