@@ -256,3 +256,30 @@ def test_results_table_lists_evaluated_runs_beside_the_baselines(trained, shards
     assert row["PSNR - gray"] == pytest.approx(result["test"]["model"]["psnr"] - result["test"]["gray"]["psnr"])
     assert row["colourful / truth"] == pytest.approx(
         result["test"]["model"]["colourfulness"] / result["test"]["truth_colourfulness"], rel=1e-3)
+
+
+@pytest.mark.slow
+def test_a_hint_model_is_tracked_scored_with_hints_registered_and_gated_like_the_others(shards, tmp_path):
+    from src import gate
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    p = replace(FAST, model=replace(FAST.model, target="bins", hints=True), loss="ce", tracking_uri=uri,
+                experiment="test-hints", epochs=4, learning_rate=0.01)
+    train.run(p, shards_dir=shards.root, model_dir=tmp_path / "models", metrics=tmp_path / "train.json",
+              history=tmp_path / "history.csv", cache=tmp_path / "cache")
+    ep = EvaluateParams(register_as="colorizer-hints", compare_release=False, gate_margin_db=0.0)
+    result, out = run_evaluate((tmp_path, uri), shards, tmp_path / "eval", ep, model_dir=tmp_path / "models")
+    test = result["test"]
+    hinted = f"model_hints{evaluate.HINT_POINTS}"
+    assert test[hinted]["psnr"] > test["model"]["psnr"]  # 10 true colours help even a model trained for seconds
+    assert result["eval_rmse"] == test["model"]["rmse"]  # the headline and the gate stay the automatic figures
+    outcome = evaluate.track(ep, result, p, model_dir=tmp_path / "models", shards_dir=shards.root, reports=out)
+    assert outcome["version"] == "1"
+    run_id = json.loads((tmp_path / "models" / "model.json").read_text())["mlflow_run_id"]
+    logged = MlflowClient(uri).get_run(run_id).data
+    assert logged.params["model.hints"] == "True" and f"test_{hinted}_psnr" in logged.metrics
+    checks = gate.check(result, result, ep)
+    assert all(passed for passed, _ in checks) and len(checks) == 4
+    worse = json.loads(json.dumps(result))
+    worse["test"]["model"]["rmse"] += 1.0
+    assert not gate.check(worse, result, ep)[0][0]  # a regression of the hint model fails the gate
