@@ -157,6 +157,9 @@ def test_the_http_api_gives_the_pixels_of_colorize_and_refuses_bad_uploads(train
     assert refused.status_code == 400 and "too large" in refused.json()["detail"]
     text = requests.post(f"{app}/api/colorize", files={"photo": ("a.jpg", b"not a photo")}, timeout=60)
     assert text.status_code == 400 and "not an image" in text.json()["detail"]
+    hinted = requests.post(f"{app}/api/colorize", files={"photo": path.open("rb")}, timeout=60,
+                           data={"hints": '[{"x": 5, "y": 5, "colour": "#ff0000"}]'})
+    assert hinted.status_code == 400 and "models takes no hints" in hinted.json()["detail"]
     assert requests.post(f"{app}/api/colorize", files={"photo": path.open("rb")}, timeout=120).status_code == 200
 
 
