@@ -24,6 +24,25 @@ REQUIRE = "COLORIZER_REQUIRE_SERVICES"
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 
 
+CHROMIUM = "/usr/bin/chromium"
+
+
+@contextlib.contextmanager
+def app_page(url: str, height: int = 900):
+    """The app's page in Debian's chromium (Playwright, headless), its photo input ready."""
+    if not Path(CHROMIUM).exists():
+        unavailable(f"{CHROMIUM} is absent (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+        page = browser.new_page(accept_downloads=True, viewport={"width": 1280, "height": height})
+        page.goto(url)
+        page.wait_for_selector("#photos input[type=file]", state="attached")
+        yield page
+        browser.close()
+
+
 def unavailable(reason: str):
     message = f"{reason} (tests that need it skip; set {REQUIRE}=1 to make that a failure)"
     if os.environ.get(REQUIRE) == "1":

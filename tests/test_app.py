@@ -24,11 +24,10 @@ from PIL import Image
 from src.colour import chroma_bins, luma
 from src.stamp import DIGITAL_SOURCE_TYPE
 from tests.conftest import photo
-from tests.services import free_port, start, stop, unavailable, wait_for
+from tests.services import app_page, free_port, start, stop, wait_for
 from tests.test_evaluate import shards, trained  # noqa: F401  fixtures: a model that learnt real colours
 
 pytest.importorskip("gradio", reason='the web app\'s extra is not installed (pip install -e ".[app]")')
-CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = "COLORIZER_SCREENSHOT"  # where the page-with-a-result test also saves its screenshot (docs/serving.md)
 
 
@@ -57,17 +56,8 @@ def app(trained):  # noqa: F811
 
 @pytest.fixture
 def page(app):
-    if not Path(CHROMIUM).exists():
-        unavailable(f"{CHROMIUM} is absent (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
-        page = browser.new_page(accept_downloads=True, viewport={"width": 1280, "height": 900})
-        page.goto(app)
-        page.wait_for_selector("#photos input[type=file]", state="attached")
+    with app_page(app) as page:
         yield page
-        browser.close()
 
 
 def gray_file(tmp_path: Path, name: str, size: tuple[int, int], seed: int) -> tuple[Path, np.ndarray]:

@@ -274,7 +274,7 @@ def test_a_hint_model_is_tracked_scored_with_hints_registered_and_gated_like_the
     assert test[hinted]["psnr"] > test["model"]["psnr"]  # 10 true colours help even a model trained for seconds
     assert result["eval_rmse"] == test["model"]["rmse"]  # the headline and the gate stay the automatic figures
     outcome = evaluate.track(ep, result, p, model_dir=tmp_path / "models", shards_dir=shards.root, reports=out)
-    assert outcome["version"] == "1"
+    assert str(outcome["version"]) == "1"
     run_id = json.loads((tmp_path / "models" / "model.json").read_text())["mlflow_run_id"]
     logged = MlflowClient(uri).get_run(run_id).data
     assert logged.params["model.hints"] == "True" and f"test_{hinted}_psnr" in logged.metrics

@@ -19,10 +19,9 @@ import requests
 from PIL import Image
 
 from src import colour, hints, release
-from tests.services import free_port, start, stop, unavailable, wait_for
+from tests.services import app_page, free_port, start, stop, wait_for
 from tests.test_colorize import colorize
 
-CHROMIUM = "/usr/bin/chromium"
 SIDE = 256
 # two places of scikit-image's astronaut at 256 px, and colours the model would not give them
 BLUE = {"x": 36, "y": 172, "colour": "#1e5aff"}
@@ -132,17 +131,8 @@ def test_the_api_takes_hints_and_refuses_bad_ones(hint_app, tmp_path):
 
 @pytest.fixture
 def hint_page(hint_app):
-    if not Path(CHROMIUM).exists():
-        unavailable(f"{CHROMIUM} is absent (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
-        page = browser.new_page(accept_downloads=True, viewport={"width": 1280, "height": 1600})
-        page.goto(hint_app)
-        page.wait_for_selector("#photos input[type=file]", state="attached")
+    with app_page(hint_app, height=1600) as page:
         yield page
-        browser.close()
 
 
 def download_link(page):
