@@ -17,8 +17,9 @@ import pandas as pd
 
 from src import colour, determinism, lite0
 from src.losses import TargetLoss, TargetRMSE, class_weights
-from src.model import build_model, output_stride
+from src.model import HINT_PREFIX, build_model, output_stride
 from src.params import TrainParams
+from src.paths import ROOT
 from src.pipeline import InputSpec, dataset
 from src.shards import ShardSet
 
@@ -235,11 +236,24 @@ def start_at_prior(model: keras.Model, prior: np.ndarray) -> None:
 
 
 def compile_model(p: TrainParams, image_size: int, total_steps: int, prior: np.ndarray | None = None) -> keras.Model:
-    """The model, compiled; `prior` (bins: class_prior) starts the head there and feeds train.rebalance."""
+    """The model, compiled; `prior` (bins: class_prior) starts the head there and feeds train.rebalance;
+    train.init_from starts it from a release's weights instead."""
+    separate = p.model.hints and p.model.hint_decoder == "separate"
+    if separate and (not p.init_from or p.encoder_trainable):
+        raise ValueError("model.hint_decoder separate trains only the hint decoder beside a trained model: set "
+                         "train.init_from (e.g. release/colorizer-lite0-v1.npz) and train.encoder_trainable: false")
     model = build_model(p.model, image_size)
     if prior is not None:
         start_at_prior(model, prior)
+    if p.init_from:
+        from src import release
+
+        started = release.warm_start(model, ROOT / p.init_from)
+        log.info("started %d of %d variables from %s", started, len(model.weights), p.init_from)
     encoder_variables = set_encoder_trainable(model, p.encoder_trainable)
+    if separate:  # the plain path stays the model it was started from
+        for layer in model.layers:
+            layer.trainable = layer.name.startswith(HINT_PREFIX)
     weights = class_weights(prior, p.rebalance) if p.rebalance and prior is not None else None
     model.compile(
         optimizer=make_optimizer(p, total_steps, encoder_variables),
@@ -263,9 +277,12 @@ def fit(p: TrainParams, shards: ShardSet, workdir: Path, callbacks: list | tuple
         raise ValueError(f"the train split has {n_train} records, fewer than train.batch_size={p.batch_size}")
     steps = p.steps_per_epoch or n_train // p.batch_size
     spec = InputSpec(p.model.gray, p.model.target, hints=p.model.hints)
+    if not 0 <= p.hint_none_share <= 1:
+        raise ValueError(f"train.hint_none_share must be in [0, 1], got {p.hint_none_share}")
     train = dataset(shards, "train", spec, p.batch_size, training=True, seed=p.seed, flip=p.flip, crop=p.crop,
-                    scale=p.scale)
-    val = dataset(shards, "val", spec, p.batch_size)
+                    scale=p.scale, hint_none_share=p.hint_none_share)
+    # validation draws hints as training does (the same ones every epoch): the monitor ranks what the model is for
+    val = dataset(shards, "val", spec, p.batch_size, hint_none_share=p.hint_none_share)
     size = p.crop or shards.image_size
 
     workdir.mkdir(parents=True, exist_ok=True)

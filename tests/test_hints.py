@@ -31,7 +31,7 @@ def test_simulated_hints_carry_the_true_colour_of_where_they_are(tmp_path):
     truth = colour.record_target(record, "bins")
     counts, checked = [], 0
     for i in range(200):
-        given = hints.simulated(tf.constant(record), tf.constant([i, 7], tf.int64), "bins").numpy()
+        given = hints.simulated(tf.constant(record), tf.constant([i, 7], tf.int64), "bins", 0.5).numpy()
         mask = given[..., 2] > 0
         counts.append(_patches(mask))
         # a patch inside one quadrant is that quadrant's colour exactly; one across a border mixes its neighbours'
@@ -59,9 +59,9 @@ def _patches(mask: np.ndarray) -> int:
     return cv2.connectedComponents(mask.astype(np.uint8))[0] - 1
 
 
-def test_the_training_pipeline_feeds_hints_and_validation_none(tiny_shards):
+def test_the_training_pipeline_feeds_hints_and_validation_the_same_ones_every_epoch(tiny_shards):
     spec = InputSpec(target="bins", hints=True)
-    x, hsv = next(iter(dataset(tiny_shards, "train", spec, 8, training=True, seed=1, crop=24)))
+    x, hsv = next(iter(dataset(tiny_shards, "train", spec, 8, training=True, seed=1, crop=24, hint_none_share=0.5)))
     assert x["gray"].shape == (8, 24, 24, 1) and x["hints"].shape == (8, 24, 24, 3)
     hue, sat = np.moveaxis(hsv.numpy()[..., :2].astype(np.float32), -1, 0)
     given, truth = x["hints"].numpy(), colour.encode_target(hue, sat)
@@ -72,7 +72,10 @@ def test_the_training_pipeline_feeds_hints_and_validation_none(tiny_shards):
     shuffled = np.abs(given[mask][:, :2] - np.roll(truth, 7, axis=(1, 2))[mask]).mean()
     assert own < 0.6 * shuffled
     x, _ = next(iter(dataset(tiny_shards, "val", spec, 8)))
-    assert not x["hints"].numpy().any()
+    assert not x["hints"].numpy().any()  # by default none
+    val = dataset(tiny_shards, "val", spec, 8, hint_none_share=0.0)
+    first, again = (next(iter(val))[0]["hints"].numpy() for _ in range(2))
+    assert (first[..., 2].reshape(8, -1).max(axis=1) > 0).all() and np.array_equal(first, again)
 
 
 def test_a_hint_model_trains_and_follows_a_hint(tiny_shards, tmp_path):

@@ -1,0 +1,105 @@
+"""train.init_from: a model started from the release's weights, and a separate hint decoder trained beside them."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from src import fit, hints, release
+from src.model import HINT_PREFIX, build_model
+from src.params import from_dict
+from src.pipeline import InputSpec
+from src.predict import Colorizer
+
+RED = hints.colour_of("#e02020", "bins")
+
+
+AUTOMATIC = release.automatic()  # the release without hint inputs (the release itself, or the file it builds on)
+
+
+def released_params():
+    return from_dict("train", release.read_meta(AUTOMATIC)["train"])
+
+
+def gray_photo(side: int = 96) -> np.ndarray:
+    y, x = np.mgrid[:side, :side]
+    return ((np.sin(x / 9.0) + np.cos(y / 13.0)) * 60 + 128).astype(np.uint8)
+
+
+@pytest.mark.parametrize("decoder", ["shared", "separate"])
+def test_a_hint_model_started_from_the_release_first_colours_as_it_does_hints_or_not(decoder):
+    p = released_params()
+    model_p = dataclasses.replace(p.model, hints=True, hint_decoder=decoder, encoder_weights="none")
+    model = build_model(model_p, 96)
+    assert release.warm_start(model, AUTOMATIC) == len(model.weights)
+    base = release.load(AUTOMATIC)
+    started = Colorizer(model, InputSpec.of(model_p), base.image_size)
+    photo = gray_photo()
+    auto = base.colorize([photo])[0]
+    assert started.colorize([photo])[0].tobytes() == auto.tobytes()
+    # the hint channels' weights start at zero: a hint changes nothing until the model has learnt to use it
+    hinted = started.colorize([photo], given=[[hints.Hint(40, 40, RED)]])[0]
+    assert hinted.tobytes() == auto.tobytes()
+
+
+def test_a_separate_hint_decoder_learns_hints_and_leaves_photos_without_them_as_the_release_colours_them(
+        tiny_shards, tmp_path):
+    p = released_params()
+    model_p = dataclasses.replace(p.model, hints=True, hint_decoder="separate", inference_size=0)
+    p = dataclasses.replace(p, model=model_p, init_from=str(AUTOMATIC), encoder_trainable=False,
+                            hint_none_share=0.0, crop=0, scale=(1.0, 1.0), epochs=1, steps_per_epoch=6,
+                            batch_size=8, learning_rate=0.01)
+    fit.configure(p)
+    result = fit.fit(p, tiny_shards, tmp_path, verbose=0)
+    base = release.load(AUTOMATIC)
+    released = {k: v.numpy() for k, v in release.variables(base.model).items()}
+    trained = {k: v.numpy() for k, v in release.variables(result.model).items()}
+    plain = [k for k in trained if not k.startswith(HINT_PREFIX)]
+    assert len(plain) == len(released) and all(np.array_equal(trained[k], released[k]) for k in plain)
+    # the weights on the hint channels (the last 6 inputs of a level's first conv) started at zero and learnt
+    assert np.abs(trained[f"{HINT_PREFIX}dec1_conv1/kernel"][:, :, -6:]).sum() > 0
+    colorizer = Colorizer(result.model, InputSpec.of(model_p), base.image_size)
+    photo = gray_photo()
+    auto = base.colorize([photo])[0]
+    assert colorizer.colorize([photo])[0].tobytes() == auto.tobytes()
+    hinted = colorizer.colorize([photo], given=[[hints.Hint(20, 20, RED)]])[0].astype(int)
+    assert np.abs(hinted[:30, :30] - auto[:30, :30]).max() > 0
+    # beyond the hint's reach (about a third of the side) the release's colours, to rounding
+    assert np.abs(hinted[-30:, -30:] - auto[-30:, -30:]).max() <= 1
+
+
+def test_a_separate_hint_decoder_needs_a_model_to_start_from():
+    p = released_params()
+    p = dataclasses.replace(p, model=dataclasses.replace(p.model, hints=True, hint_decoder="separate"))
+    with pytest.raises(ValueError, match="train.init_from"):
+        fit.compile_model(p, 64, 10)
+
+
+def test_a_release_built_on_another_holds_only_what_changed_and_needs_its_base(tmp_path):
+    import shutil
+
+    p = released_params()
+    p = dataclasses.replace(p, model=dataclasses.replace(p.model, hints=True, hint_decoder="separate"),
+                            init_from=str(AUTOMATIC))
+    model = build_model(dataclasses.replace(p.model, encoder_weights="none"), 288)
+    release.warm_start(model, AUTOMATIC)
+    kernel = model.get_layer(f"{HINT_PREFIX}dec1_conv1").kernel
+    kernel.assign(kernel.numpy() + 0.25)  # as if trained: only the hint decoder moves
+    base = tmp_path / AUTOMATIC.name
+    for f in (AUTOMATIC, release.checksum_file(AUTOMATIC)):
+        shutil.copy(f, tmp_path / f.name)
+    meta = {"name": "hinted", "image_size": 288, "train": dataclasses.asdict(p)}
+    built = tmp_path / "hinted.npz"
+    release.write(model, meta, built, base=base)
+    with np.load(built) as npz:
+        stored = set(npz.files) - {release.META_KEY}
+    assert stored == {k for k in release.variables(model) if k.startswith(HINT_PREFIX)}  # the hint decoder alone
+    loaded = release.load(built)
+    np.testing.assert_allclose(loaded.model.get_layer(f"{HINT_PREFIX}dec1_conv1").kernel.numpy(), kernel.numpy(),
+                               rtol=1e-3)  # float16
+    photo = gray_photo()
+    assert loaded.colorize([photo])[0].tobytes() == release.load(AUTOMATIC).colorize([photo])[0].tobytes()
+    base.unlink()
+    with pytest.raises(release.ReleaseError, match=f"built on {AUTOMATIC.name}"):
+        release.load(built)
