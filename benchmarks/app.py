@@ -6,7 +6,9 @@
 Starts `python -m src.app` on a free loopback port and times, per size (median of the runs): Colorizer.colorize
 in this process (what `python -m src.colorize` runs per photo), the HTTP API (POST /api/colorize: upload, decode,
 colour, PNG back), and the page in Debian's chromium (file chosen, "Colourise" clicked, until the PNG's download
-link shows), after one warm-up of each.
+link shows), after one warm-up of each. For a hint model, also a hint's redraw in the page: after colourising,
+a click on the guide view until the view shows the hinted result (hint_redraw_s), and until its full-resolution
+download is ready (hint_download_s).
 """
 from __future__ import annotations
 
@@ -50,7 +52,28 @@ def page_timer(base: str):
         page.click("#colourise")
         page.locator("#downloads a[download]").first.wait_for(timeout=300_000)
 
-    return once, lambda: (browser.close(), pw.stop())
+    def redraw(path: Path) -> tuple[float, float]:
+        once(path)
+        view = page.locator("#guide img").first
+        view.wait_for(timeout=300_000)
+        src, href = view.get_attribute("src"), page.locator("#downloads a[download]").first.get_attribute("href")
+        box = view.bounding_box()
+        start_ = time.perf_counter()
+        view.click(position={"x": box["width"] / 3, "y": box["height"] / 3})
+        page.wait_for_function("([src]) => document.querySelector('#guide img').getAttribute('src') !== src",
+                               arg=[src], timeout=300_000)
+        shown = time.perf_counter() - start_
+        page.wait_for_function("([href]) => { const a = document.querySelector('#downloads a[download]');"
+                               " return a && a.getAttribute('href') !== href; }", arg=[href], timeout=300_000)
+        return shown, time.perf_counter() - start_
+
+    return once, redraw, lambda: (browser.close(), pw.stop())
+
+
+def median_pair(fn, runs: int = RUNS) -> tuple[float, float]:
+    fn()  # warm-up
+    pairs = [fn() for _ in range(runs)]
+    return statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     results = {"model": str(args.models), "image_size": colorizer.image_size, "runs": RUNS}
     try:
         wait_for(base, server, "the web app", seconds=300)
-        browser, close = page_timer(base) if Path(CHROMIUM).exists() else (None, None)
+        browser, redraw, close = page_timer(base) if Path(CHROMIUM).exists() else (None, None, None)
         with tempfile.TemporaryDirectory() as tmp:
             for name, (h, w, _) in SIZES.items():
                 gray = cv2.resize(photo, (w, h), interpolation=cv2.INTER_CUBIC)
@@ -76,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
                 row["http_api_s"] = timed(post)
                 if browser:
                     row["page_s"] = timed(lambda path=path: browser(path))
+                    if colorizer.spec.hints:
+                        row["hint_redraw_s"], row["hint_download_s"] = median_pair(lambda path=path: redraw(path))
                 results[name] = {k: round(v, 3) for k, v in row.items()} | {
                     f"{k[:-2]}_x_colorize": round(v / row["colorize_s"], 2) for k, v in row.items() if k != "colorize_s"}
                 print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in results[name].items()))
