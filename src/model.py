@@ -171,8 +171,7 @@ def unet(gray, x, p: ModelParams) -> keras.Model:
     learns to spread a hint over the region around it (Zhang et al. 2017 feed theirs to the whole network).
     With hint_decoder separate, a second decoder (layers named hint_*) takes the hints and HintReach uses it within
     reach of a hint, so the first keeps colouring photos without hints, and regions far from hints, as it was
-    trained to
-    (train.init_from starts both from a plain model, as ControlNet starts its copy, Zhang et al. 2023).
+    trained to (train.init_from starts both from a plain model, as ControlNet starts its copy; Zhang et al. 2023).
 
     With a pretrained encoder the gray input is the full-resolution skip, so the last level can follow the photo's
     own edges; lite0 with one decoder width fewer stops at half resolution (output_stride) and leaves the edges to

@@ -22,15 +22,20 @@ from src import colour
 from src.entry import stage_main
 from src.files import atomic_path, write_json
 from src.params import TrainParams, as_flat_dict
-from src.paths import MODEL_DIR, SHARD_DIR, TRAIN_CACHE, TRAIN_HISTORY, TRAIN_METRICS
+from src.paths import MODEL_DIR, ROOT, SHARD_DIR, TRAIN_CACHE, TRAIN_HISTORY, TRAIN_METRICS
 from src.shards import MANIFEST, ShardSet
 
 log = logging.getLogger(__name__)
 
 
 def resume_dir(p: TrainParams, shards: ShardSet, cache: Path) -> Path:
-    """Resume state is keyed by params and data, so a changed experiment never resumes a stale one."""
+    """Resume state is keyed by params and data (and the weights it starts from), so a changed experiment never
+    resumes a stale one."""
     key = json.dumps(as_flat_dict(p), sort_keys=True, default=str) + (shards.root / MANIFEST).read_text()
+    if p.init_from:
+        from src import release
+
+        key += release.verify(ROOT / p.init_from)
     return cache / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
