@@ -268,6 +268,21 @@ def test_folders_source_stores_each_folder_under_its_name_so_equal_names_never_c
     assert (out / "forest" / "photo1.png").read_bytes() == (forest / "photo1.png").read_bytes()
 
 
+def test_download_lists_each_raw_file_with_its_size_and_checksum_beside_the_folder(tmp_path):
+    import hashlib
+
+    import pandas as pd
+
+    city, forest = _folders(tmp_path, "city", "forest")
+    out = download.run(DownloadParams(source="folders", folders=(str(city), str(forest))), out=tmp_path / "raw")
+    table = pd.read_csv(tmp_path / "raw.csv").set_index("file")
+    assert sorted(table.index) == sorted(f.relative_to(out).as_posix() for f in out.rglob("*") if f.is_file())
+    body = (forest / "photo2.png").read_bytes()
+    assert table.loc["forest/photo2.png", "bytes"] == len(body)
+    assert table.loc["forest/photo2.png", "sha256"] == hashlib.sha256(body).hexdigest()
+    assert table.loc["city/photo2.png", "sha256"] != table.loc["forest/photo2.png", "sha256"]
+
+
 @pytest.mark.parametrize("case", ["missing", "no image", "same name", "empty list"])
 def test_a_bad_folders_entry_is_a_clear_error_naming_it_and_nothing_is_written(tmp_path, case):
     good, = _folders(tmp_path, "good")

@@ -87,6 +87,14 @@ def test_dvc_repro_on_several_folders_reports_each_file_s_folder(tmp_path):
     assert report.groupby("folder")["status"].apply(lambda s: (s == "used").sum()).to_dict() == {"city": 4, "forest": 4}
     assert report.loc["forest/notes.txt", "status"] == "skipped"
 
+    # hsv-split depends on download's table of data/raw, not on the folder: a new photo still reaches it
+    cv2.imwrite(str(tmp_path / "photos" / "city" / "photo9.png"), photo(seed=9))
+    dvc("repro", "-f", "-s", "download", cwd=repo)
+    again = dvc("repro", "hsv-split", cwd=repo)
+    assert "Running stage 'hsv-split'" in again.stdout
+    report = pd.read_csv(repo / "reports" / "hsv_split.csv", keep_default_na=False).set_index("file")
+    assert report.loc["city/photo9.png", "status"] == "used"
+
 
 @pytest.mark.slow
 def test_a_param_of_the_wrong_type_is_named_before_any_work_and_an_unusable_folder_still_gets_its_report(tmp_path):

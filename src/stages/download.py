@@ -5,7 +5,8 @@
 Sources: `samples` (real photos that installed packages ship; offline default), `folder` (a local folder, copied
 recursively, every file kept so the next stage can account for it), `folders` (several, each copied under its own
 name: data/raw/<name>/..., so equal file names never clash and hsv-split reports each file's folder) or `url` (a tar/zip archive, e.g. Places365's
-256x256 test archive, verified by SHA-256, resumed if interrupted, extracted safely).
+256x256 test archive, verified by SHA-256, resumed if interrupted, extracted safely). Beside data/raw it writes
+data/raw.csv: each file with its size and SHA-256, the table hsv-split depends on in dvc.yaml.
 """
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ import logging
 import shutil
 from pathlib import Path
 
+import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
 from src import fetch
 from src.entry import stage_main
-from src.files import atomic_path
+from src.files import atomic_path, sha256_file
 from src.params import DownloadParams
 from src.paths import DOWNLOAD_CACHE, RAW_DIR
 
@@ -97,8 +99,20 @@ def copy_files(files: list[tuple[Path, str]], out: Path) -> None:
             shutil.copyfile(src, dst)
 
 
+def write_table(raw: Path, table: Path) -> pd.DataFrame:
+    """Each file under `raw` with its size and SHA-256, written to `table`: a change to any raw file changes it."""
+    files = sorted(p for p in raw.rglob("*") if p.is_file())
+    rows = pd.DataFrame({"file": [p.relative_to(raw).as_posix() for p in files],
+                         "bytes": [p.stat().st_size for p in files],
+                         "sha256": [sha256_file(p) for p in tqdm(files, desc="checksum", unit="file")]})
+    with atomic_path(table) as tmp:
+        rows.to_csv(tmp, index=False)
+    return rows
+
+
 def run(p: DownloadParams, out: Path = RAW_DIR, cache: Path = DOWNLOAD_CACHE) -> Path:
-    """Fill `out` with the raw photos of the configured source; returns `out`."""
+    """Fill `out` with the raw photos of the configured source and list them beside it (data/raw.csv for data/raw);
+    returns `out`."""
     if p.source == "samples":
         copy_files(sample_photos(), out)
     elif p.source == "folder":
@@ -113,7 +127,9 @@ def run(p: DownloadParams, out: Path = RAW_DIR, cache: Path = DOWNLOAD_CACHE) ->
         fetch.extract(archive, out, max_bytes=p.max_extract_bytes, max_members=p.max_members)
     else:
         raise ValueError(f"download.source must be samples, folder, folders or url, got {p.source!r}")
-    log.info("raw photos in %s: %d files", out, sum(1 for f in out.rglob("*") if f.is_file()))
+    table = out.with_suffix(".csv")
+    rows = write_table(out, table)
+    log.info("raw photos in %s: %d files, %.1f MB (listed in %s)", out, len(rows), rows["bytes"].sum() / 1e6, table)
     return out
 
 
