@@ -36,8 +36,8 @@ def mean_chroma(bgr: np.ndarray) -> float:
 
 
 @contextlib.contextmanager
-def app_server(trained, *args: str, **env: str):
-    model_tmp, uri = trained
+def app_server(model, *args: str, **env: str):
+    model_tmp, uri = model
     port = free_port()
     server = start([sys.executable, "-m", "src.app", "--model", str(model_tmp / "models"), "--port", str(port),
                     "--mlflow-ui", "", *args], MLFLOW_TRACKING_URI=uri, **env)
