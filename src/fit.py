@@ -230,9 +230,9 @@ def class_prior(shards: ShardSet, target: str = "bins", limit: int = 512, stride
 def start_at_prior(model: keras.Model, prior: np.ndarray) -> None:
     """Set the head's bias to the log class prior: with few steps an epoch, learning the mostly-gray prior from a
     uniform start takes most of a short run (Karpathy, "A Recipe for Training Neural Networks": init well)."""
-    head = model.get_layer("head")
-    kernel, _ = head.get_weights()
-    head.set_weights([kernel, np.log(prior + 1e-6).astype(np.float32)])
+    for head in (layer for layer in model.layers if layer.name in ("head", HINT_PREFIX + "head")):
+        kernel, _ = head.get_weights()
+        head.set_weights([kernel, np.log(prior + 1e-6).astype(np.float32)])
 
 
 def compile_model(p: TrainParams, image_size: int, total_steps: int, prior: np.ndarray | None = None) -> keras.Model:
@@ -248,7 +248,7 @@ def compile_model(p: TrainParams, image_size: int, total_steps: int, prior: np.n
     if p.init_from:
         from src import release
 
-        started = release.warm_start(model, ROOT / p.init_from)
+        started = release.warm_start(model, ROOT / p.init_from, copy_hint_decoder=p.hint_start == "copy")
         log.info("started %d of %d variables from %s", started, len(model.weights), p.init_from)
     encoder_variables = set_encoder_trainable(model, p.encoder_trainable)
     if separate:  # the plain path stays the model it was started from

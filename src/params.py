@@ -81,6 +81,9 @@ class TrainParams:
     init_from: str = ""  # a release file (release/*.npz) whose weights start the model; a hint model's new
     # inputs start at zero, so it first colours as that model did (relative to the repo root)
     hint_none_share: float = 0.5  # hint models: the share of training and validation photos drawn without hints
+    # separate hint decoder: copy (the init_from model's decoder, zero weights on the hint channels: it starts as
+    # that model) | fresh (untrained, its head at the class prior, as a shared hint decoder starts)
+    hint_start: Literal["copy", "fresh"] = "copy"
     seed: int = 42
     epochs: int = 10
     batch_size: int = 32

@@ -147,18 +147,20 @@ def load(weights: Path = WEIGHTS):
     return Colorizer(model, InputSpec.of(p.model), int(meta["image_size"]))
 
 
-def warm_start(model: keras.Model, weights: Path) -> int:
+def warm_start(model: keras.Model, weights: Path, copy_hint_decoder: bool = True) -> int:
     """Start `model` from a release file's weights (train.init_from); the number of variables set.
 
-    Variables match by name; a separate hint decoder's (hint_*) start as the plain decoder's. Where a hint model's
-    layer takes more input channels than the release's (the hint maps), their weights start at zero, so the model
-    first colours exactly as the release does, hints or not."""
+    Variables match by name; a separate hint decoder's (hint_*) that the release lacks start as the plain decoder's
+    (unless not `copy_hint_decoder`: then they keep their fresh start). Where a hint model's layer takes more input
+    channels than the release's (the hint maps), their weights start at zero, so the model first colours exactly as
+    the release does, hints or not."""
     from src.model import HINT_PREFIX
 
     _, stored = _stored(weights)
     started = 0
     for key, var in variables(model).items():
-        source = stored.get(key, stored.get(key.removeprefix(HINT_PREFIX)))
+        copied = stored.get(key.removeprefix(HINT_PREFIX)) if copy_hint_decoder else None
+        source = stored.get(key, copied)
         if source is None:
             continue
         if source.shape != tuple(var.shape):

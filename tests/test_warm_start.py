@@ -69,6 +69,24 @@ def test_a_separate_hint_decoder_learns_hints_and_leaves_photos_without_them_as_
     assert np.abs(hinted[-30:, -30:] - auto[-30:, -30:]).max() <= 1
 
 
+def test_a_fresh_hint_decoder_starts_untrained_at_the_class_prior_beside_the_release():
+    p = released_params()
+    model_p = dataclasses.replace(p.model, hints=True, hint_decoder="separate", encoder_weights="none")
+    p = dataclasses.replace(p, model=model_p, init_from=str(AUTOMATIC), encoder_trainable=False, hint_start="fresh")
+    model = build_model(model_p, 96)
+    prior = np.full(model.get_layer("head").get_weights()[1].shape, 1.0)
+    prior[0] = 5.0
+    prior /= prior.sum()
+    model = fit.compile_model(p, 96, 10, prior)
+    stored = {k: v.numpy() for k, v in release.variables(release.load(AUTOMATIC).model).items()}
+    started = {k: v.numpy() for k, v in release.variables(model).items()}
+    plain = [k for k in started if not k.startswith(HINT_PREFIX)]
+    assert all(np.array_equal(started[k], stored[k]) for k in plain)
+    assert not np.array_equal(started[f"{HINT_PREFIX}dec0_conv1/kernel"][:, :, :8], stored["dec0_conv1/kernel"][:, :, :8])
+    np.testing.assert_allclose(started[f"{HINT_PREFIX}head/bias"], np.log(prior + 1e-6), rtol=1e-6)
+    assert not np.allclose(started["head/bias"], np.log(prior + 1e-6))  # the release's head is not reset
+
+
 def test_a_separate_hint_decoder_needs_a_model_to_start_from():
     p = released_params()
     p = dataclasses.replace(p, model=dataclasses.replace(p.model, hints=True, hint_decoder="separate"))
