@@ -14,6 +14,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -66,7 +67,7 @@ def measure(repo: Path, logs: Path) -> dict:
         result = dvc("repro", cwd=repo)
         times.append(round(time.perf_counter() - start, 2))
         assert "Data and pipelines are up to date" in result.stdout, result.stdout
-    figures["no_change_repro_s"], figures["no_change_repro_runs_s"] = sorted(times)[len(times) // 2], times
+    figures["no_change_repro_s"], figures["no_change_repro_runs_s"] = statistics.median(times), times
     records = yaml.safe_load((repo / "reports" / "hsv_split.json").read_text())
     figures["photos"], figures["used"] = records["files"], records["used"]
     return figures

@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from src import fit, hints, release
+from src import colour, fit, hints, release
 from src.model import HINT_PREFIX, build_model
 from src.params import from_dict
 from src.pipeline import InputSpec
@@ -73,8 +73,7 @@ def test_a_fresh_hint_decoder_starts_untrained_at_the_class_prior_beside_the_rel
     p = released_params()
     model_p = dataclasses.replace(p.model, hints=True, hint_decoder="separate", encoder_weights="none")
     p = dataclasses.replace(p, model=model_p, init_from=str(AUTOMATIC), encoder_trainable=False, hint_start="fresh")
-    model = build_model(model_p, 96)
-    prior = np.full(model.get_layer("head").get_weights()[1].shape, 1.0)
+    prior = np.ones(len(colour.chroma_bins(model_p.target)))
     prior[0] = 5.0
     prior /= prior.sum()
     model = fit.compile_model(p, 96, 10, prior)
