@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from src import colour, determinism, lite0
+from src import colour, determinism, efficientnet_lite
 from src.losses import TargetLoss, TargetRMSE, class_weights
 from src.model import HINT_PREFIX, build_model, output_stride
 from src.params import TrainParams
@@ -189,9 +189,8 @@ def set_encoder_trainable(model: keras.Model, trainable: bool) -> list:
     """Freeze a pretrained encoder, or fine-tune it with its BatchNorm statistics frozen (batches here are small).
 
     Returns the encoder's trainable variables (none when frozen or absent)."""
-    try:
-        encoder = model.get_layer(lite0.NAME)
-    except ValueError:
+    encoder = efficientnet_lite.find(model)
+    if encoder is None:
         return []
     encoder.trainable = trainable
     for layer in encoder.layers:

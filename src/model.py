@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from src import colour, hints, lite0
+from src import colour, efficientnet_lite, hints
 from src.params import ModelParams
 
 HINT_PREFIX = "hint_"  # a separate hint decoder's layers
@@ -20,13 +20,13 @@ RESNET50_STAGES = ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_
 
 
 def output_stride(p: ModelParams) -> int:
-    """Input pixels per output pixel: lite0 with 4 decoder widths stops at its stride-2 tap (half resolution)."""
-    return 2 if p.arch == "unet" and p.encoder == "lite0" and len(p.decoder_widths) == 4 else 1
+    """Input pixels per output pixel: Lite with 4 decoder widths stops at its stride-2 tap (half resolution)."""
+    return 2 if p.arch == "unet" and p.encoder in efficientnet_lite.VARIANTS and len(p.decoder_widths) == 4 else 1
 
 
 def check_size(p: ModelParams, image_size: int) -> None:
     """The encoders' strides need these input sides; a clear error before any work."""
-    if image_size % 32 and (p.arch == "seed" or p.encoder in ("resnet50", "lite0")):
+    if image_size % 32 and (p.arch == "seed" or p.encoder in ("resnet50", *efficientnet_lite.VARIANTS)):
         raise ValueError(f"the {p.encoder if p.arch == 'unet' else 'ResNet50'} encoder needs image_size divisible "
                          f"by 32, got {image_size}")
     if p.arch == "unet" and p.encoder == "light" and image_size % (2 ** (len(p.encoder_widths) - 1)):
@@ -177,14 +177,15 @@ def unet(gray, x, p: ModelParams) -> keras.Model:
     own edges; lite0 with one decoder width fewer stops at half resolution (output_stride) and leaves the edges to
     the luma-guided upsampling in src/predict.py.
     """
-    if p.global_context and p.encoder != "lite0":
-        raise ValueError(f"model.global_context needs the lite0 encoder, got {p.encoder!r}")
+    if p.global_context and p.encoder not in efficientnet_lite.VARIANTS:
+        raise ValueError(f"model.global_context needs the lite0 or lite2 encoder, got {p.encoder!r}")
     if p.encoder == "light":
         stages = _light_encoder(x, p.encoder_widths)
     elif p.encoder == "resnet50":
         stages = [x, *_resnet50(x, p.encoder_weights)]
-    elif p.encoder == "lite0":
-        encoder = lite0.pretrained(channels=1) if p.encoder_weights == "imagenet" else lite0.encoder(channels=1)
+    elif p.encoder in efficientnet_lite.VARIANTS:
+        build = efficientnet_lite.pretrained if p.encoder_weights == "imagenet" else efficientnet_lite.encoder
+        encoder = build(p.encoder, channels=1)
         *taps, head = encoder(gray)  # the encoder scales uint8 itself, as its weights expect
         if p.dropout:  # ~1000 training photos: without it the decoder memorises them (see experiments/README.md, issue 10)
             taps = [layers.Dropout(p.dropout, name=f"tap{i}_dropout")(t) for i, t in enumerate(taps)]
@@ -199,10 +200,10 @@ def unet(gray, x, p: ModelParams) -> keras.Model:
         head = reduced
         stages = [*([x] if output_stride(p) == 1 else []), *taps, head]
     else:
-        raise ValueError(f"model.encoder must be lite0, light or resnet50, got {p.encoder!r}")
+        raise ValueError(f"model.encoder must be lite0, lite2, light or resnet50, got {p.encoder!r}")
     skips, y = stages[:-1], stages[-1]
     if len(p.decoder_widths) != len(skips):
-        half = "; 4 give a half-resolution output" if p.encoder == "lite0" else ""
+        half = "; 4 give a half-resolution output" if p.encoder in efficientnet_lite.VARIANTS else ""
         raise ValueError(f"model.decoder_widths needs {len(skips)} entries for the {p.encoder} encoder "
                          f"(one per skip, deep to shallow{half}), got {list(p.decoder_widths)}")
     given = keras.Input((None, None, hints.CHANNELS), dtype="float32", name="hints") if p.hints else None

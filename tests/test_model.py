@@ -153,5 +153,5 @@ def test_global_context_lets_the_whole_photo_inform_every_pixel(global_context):
     before, after = (keras.ops.convert_to_numpy(model(x, training=False)) for x in (photo, changed))
     far = np.abs(after[:, -16:, -16:] - before[:, -16:, -16:]).max()  # the opposite corner, at half resolution
     assert far > 1e-6 if global_context else far == 0.0  # small: the untrained decoder damps it
-    with pytest.raises(ValueError, match="needs the lite0 encoder"):
+    with pytest.raises(ValueError, match="needs the lite0 or lite2 encoder"):
         build_model(ModelParams(encoder="light", decoder_widths=(16, 8, 8), global_context=True), 32)

