@@ -119,13 +119,20 @@ def _block(x, index: int, kernel: int, stride: int, expand: int, out: int):
     return x
 
 
-def encoder(variant: str = "lite0", channels: int = 1, classifier: bool = False) -> keras.Model:
+def encoder(variant: str = "lite0", channels: int = 1, classifier: bool = False, side_channels: int = 0,
+            name: str = "") -> keras.Model:
     """The variant on uint8 input (h, w, channels); outputs its taps (or ImageNet logits with `classifier`),
-    untrained."""
+    untrained. With `side_channels`, a second float input joins the stem through a conv that starts at zero, so the
+    model first computes what it does without it (ControlNet's zero convolution)."""
     v = VARIANTS[variant]
     inputs = keras.Input((None, None, channels), dtype="uint8", name="pixels")
     x = layers.Rescaling(1.0 / INPUT_SCALE, offset=-INPUT_MEAN / INPUT_SCALE, name="scale")(inputs)
     x = layers.Conv2D(STEM, 3, 2, padding="same", use_bias=False, name="stem")(x)
+    if side_channels:
+        side = keras.Input((None, None, side_channels), dtype="float32", name="side")
+        x = layers.Add(name="stem_side_add")([x, layers.Conv2D(STEM, 3, 2, padding="same", use_bias=False,
+                                                               kernel_initializer="zeros", name="stem_side")(side)])
+        inputs = [inputs, side]
     x = layers.ReLU(6.0, name="stem_relu")(_bn(x, "stem_bn"))
     taps, index = {}, 0
     for repeats, kernel, stride, expand, out in v.stages:
@@ -137,8 +144,8 @@ def encoder(variant: str = "lite0", channels: int = 1, classifier: bool = False)
     taps["head"] = x = layers.ReLU(6.0, name="head_relu")(_bn(x, "head_bn"))
     if classifier:
         x = layers.GlobalAveragePooling2D(name="pool")(x)
-        return keras.Model(inputs, layers.Dense(1000, name="logits")(x), name=v.name)
-    return keras.Model(inputs, [taps[t] for t in v.taps], name=v.name)
+        return keras.Model(inputs, layers.Dense(1000, name="logits")(x), name=name or v.name)
+    return keras.Model(inputs, [taps[t] for t in v.taps], name=name or v.name)
 
 
 def _torch_names(blocks: int) -> dict[str, str]:

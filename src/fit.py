@@ -185,11 +185,18 @@ class EncoderSchedule(keras.callbacks.Callback):
         inner.encoder_scale.assign(0.0 if epoch < self.frozen_epochs else self.scale)
 
 
-def set_encoder_trainable(model: keras.Model, trainable: bool) -> list:
-    """Freeze a pretrained encoder, or fine-tune it with its BatchNorm statistics frozen (batches here are small).
+def fine_tunes_an_encoder(p: TrainParams) -> bool:
+    """The pretrained encoder, or a hint model's copy of it, trains (at encoder_lr, after encoder_frozen_epochs)."""
+    return p.encoder_trainable or (p.model.hints and p.model.hint_decoder == "separate"
+                                   and p.model.hint_encoder == "copy")
+
+
+def set_encoder_trainable(model: keras.Model, trainable: bool, encoder: keras.Model | None = None) -> list:
+    """Freeze a pretrained encoder (by default the model's; or a hint encoder copy), or fine-tune it with its
+    BatchNorm statistics frozen (batches here are small).
 
     Returns the encoder's trainable variables (none when frozen or absent)."""
-    encoder = efficientnet_lite.find(model)
+    encoder = encoder or efficientnet_lite.find(model)
     if encoder is None:
         return []
     encoder.trainable = trainable
@@ -210,7 +217,7 @@ def make_optimizer(p: TrainParams, total_steps: int, encoder_variables=()) -> ke
         raise ValueError(f"train.optimizer must be one of {sorted(optimizers)}, got {p.optimizer!r}")
     options = {"use_ema": True, "ema_momentum": p.ema} if p.ema else {}
     base = optimizers[p.optimizer]
-    if p.encoder_trainable:
+    if fine_tunes_an_encoder(p):
         options["encoder_variables"] = encoder_variables
         base = type(f"{base.__name__}EncoderLR", (EncoderLR, base), {})
     return base(learning_rate=lr, **options)
@@ -253,6 +260,9 @@ def compile_model(p: TrainParams, image_size: int, total_steps: int, prior: np.n
     if separate:  # the plain path stays the model it was started from
         for layer in model.layers:
             layer.trainable = layer.name.startswith(HINT_PREFIX)
+        if p.model.hint_encoder == "copy":
+            copy = model.get_layer(HINT_PREFIX + p.model.encoder)
+            encoder_variables = set_encoder_trainable(model, True, copy)
     weights = class_weights(prior, p.rebalance) if p.rebalance and prior is not None else None
     model.compile(
         optimizer=make_optimizer(p, total_steps, encoder_variables),
@@ -307,7 +317,7 @@ def fit(p: TrainParams, shards: ShardSet, workdir: Path, callbacks: list | tuple
         *callbacks,  # tracking before the epoch log: an epoch in history.csv is also in MLflow, even after a kill
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         *([TimeBudget(p.time_budget_s)] if p.time_budget_s else []),
-        *([EncoderSchedule(p.encoder_frozen_epochs, p.encoder_lr)] if p.encoder_trainable else []),
+        *([EncoderSchedule(p.encoder_frozen_epochs, p.encoder_lr)] if fine_tunes_an_encoder(p) else []),
     ]
     start = time.perf_counter()
     model.fit(train.repeat(), epochs=p.epochs, steps_per_epoch=steps, validation_data=val,

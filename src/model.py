@@ -185,20 +185,7 @@ def unet(gray, x, p: ModelParams) -> keras.Model:
         stages = [x, *_resnet50(x, p.encoder_weights)]
     elif p.encoder in efficientnet_lite.VARIANTS:
         build = efficientnet_lite.pretrained if p.encoder_weights == "imagenet" else efficientnet_lite.encoder
-        encoder = build(p.encoder, channels=1)
-        *taps, head = encoder(gray)  # the encoder scales uint8 itself, as its weights expect
-        if p.dropout:  # ~1000 training photos: without it the decoder memorises them (see experiments/README.md, issue 10)
-            taps = [layers.Dropout(p.dropout, name=f"tap{i}_dropout")(t) for i, t in enumerate(taps)]
-            head = layers.Dropout(p.dropout, name="head_dropout")(head)
-        # a 1x1 bottleneck: concatenating all 1280 head channels would put most of the decoder's weights in one conv
-        reduced = layers.Conv2D(p.decoder_widths[0], 1, name="head_reduce")(head)
-        if p.global_context:  # Iizuka et al. (2016): what the whole photo shows (a beach, a forest) informs each pixel
-            pooled = layers.GlobalAveragePooling2D(keepdims=True, name="global_pool")(head)
-            pooled = layers.Dense(p.decoder_widths[0], activation="relu", name="global_dense")(pooled)
-            pooled = layers.Dense(p.decoder_widths[0], name="global_proj")(pooled)
-            reduced = layers.Add(name="global_fuse")([reduced, pooled])  # broadcast over the bottleneck
-        head = reduced
-        stages = [*([x] if output_stride(p) == 1 else []), *taps, head]
+        stages = _lite_stages(build(p.encoder, channels=1)(gray), x, p)  # the encoder scales uint8 itself
     else:
         raise ValueError(f"model.encoder must be lite0, lite2, light or resnet50, got {p.encoder!r}")
     skips, y = stages[:-1], stages[-1]
@@ -207,8 +194,18 @@ def unet(gray, x, p: ModelParams) -> keras.Model:
         raise ValueError(f"model.decoder_widths needs {len(skips)} entries for the {p.encoder} encoder "
                          f"(one per skip, deep to shallow{half}), got {list(p.decoder_widths)}")
     given = keras.Input((None, None, hints.CHANNELS), dtype="float32", name="hints") if p.hints else None
+    if p.hint_encoder == "copy" and (given is None or p.hint_decoder != "separate"
+                                     or p.encoder not in efficientnet_lite.VARIANTS):
+        raise ValueError("model.hint_encoder copy needs model.hints, model.hint_decoder separate and a lite encoder")
     if given is not None and p.hint_decoder == "separate":
-        hinted = _decoder(y, skips, p, given, prefix=HINT_PREFIX)
+        hint_skips, hint_y = skips, y
+        if p.hint_encoder == "copy":  # warm_start fills it with the plain encoder's weights (ControlNet's copy)
+            copy = efficientnet_lite.encoder(p.encoder, channels=1, side_channels=hints.CHANNELS,
+                                             name=HINT_PREFIX + p.encoder)
+            *hint_skips, hint_y = _lite_stages(copy([gray, given]), x, p, prefix=HINT_PREFIX)
+        elif p.hint_encoder != "shared":
+            raise ValueError(f"model.hint_encoder must be shared or copy, got {p.hint_encoder!r}")
+        hinted = _decoder(hint_y, hint_skips, p, given, prefix=HINT_PREFIX)
         coarsest = 2 ** len(p.decoder_widths) * output_stride(p)
         y = HintReach(coarsest, coarsest // output_stride(p), name="hint_reach")([hinted, _decoder(y, skips, p), given])
     elif p.hint_decoder in ("shared", "separate"):
@@ -217,6 +214,23 @@ def unet(gray, x, p: ModelParams) -> keras.Model:
         raise ValueError(f"model.hint_decoder must be shared or separate, got {p.hint_decoder!r}")
     inputs = {"gray": gray, "hints": given} if given is not None else gray
     return keras.Model(inputs, y, name=f"unet_{p.encoder}")
+
+
+def _lite_stages(features: list, x, p: ModelParams, prefix: str = "") -> list:
+    """A Lite encoder's taps and head -> the decoder's skips (the gray photo first at full resolution) and its
+    bottleneck. `prefix` names a hint encoder copy's layers apart from the plain one's."""
+    *taps, head = features
+    if p.dropout:  # ~1000 training photos: without it the decoder memorises them (see experiments/README.md, issue 10)
+        taps = [layers.Dropout(p.dropout, name=f"{prefix}tap{i}_dropout")(t) for i, t in enumerate(taps)]
+        head = layers.Dropout(p.dropout, name=f"{prefix}head_dropout")(head)
+    # a 1x1 bottleneck: concatenating all 1280 head channels would put most of the decoder's weights in one conv
+    reduced = layers.Conv2D(p.decoder_widths[0], 1, name=f"{prefix}head_reduce")(head)
+    if p.global_context:  # Iizuka et al. (2016): what the whole photo shows (a beach, a forest) informs each pixel
+        pooled = layers.GlobalAveragePooling2D(keepdims=True, name=f"{prefix}global_pool")(head)
+        pooled = layers.Dense(p.decoder_widths[0], activation="relu", name=f"{prefix}global_dense")(pooled)
+        pooled = layers.Dense(p.decoder_widths[0], name=f"{prefix}global_proj")(pooled)
+        reduced = layers.Add(name=f"{prefix}global_fuse")([reduced, pooled])  # broadcast over the bottleneck
+    return [*([x] if output_stride(p) == 1 else []), *taps, reduced]
 
 
 def _decoder(y, skips: list, p: ModelParams, given=None, prefix: str = ""):

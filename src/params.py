@@ -71,6 +71,9 @@ class ModelParams:
     # hints: shared (one decoder takes them) | separate (a second decoder takes them and colours photos that have
     # any; the first, trained without hints, colours the others; needs train.init_from)
     hint_decoder: Literal["shared", "separate"] = "shared"
+    # separate hint decoder: shared (it reads the frozen encoder's features) | copy (a trainable copy of the encoder,
+    # which also sees the hint map through a zero-initialised stem: ControlNet's full recipe; lite encoders)
+    hint_encoder: Literal["shared", "copy"] = "shared"
 
 
 @dataclass(frozen=True)

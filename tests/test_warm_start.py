@@ -27,12 +27,14 @@ def gray_photo(side: int = 96) -> np.ndarray:
     return ((np.sin(x / 9.0) + np.cos(y / 13.0)) * 60 + 128).astype(np.uint8)
 
 
-@pytest.mark.parametrize("decoder", ["shared", "separate"])
-def test_a_hint_model_started_from_the_release_first_colours_as_it_does_hints_or_not(decoder):
+@pytest.mark.parametrize("decoder, encoder", [("shared", "shared"), ("separate", "shared"), ("separate", "copy")])
+def test_a_hint_model_started_from_the_release_first_colours_as_it_does_hints_or_not(decoder, encoder):
     p = released_params()
-    model_p = dataclasses.replace(p.model, hints=True, hint_decoder=decoder, encoder_weights="none")
+    model_p = dataclasses.replace(p.model, hints=True, hint_decoder=decoder, hint_encoder=encoder,
+                                  encoder_weights="none")
     model = build_model(model_p, 96)
-    assert release.warm_start(model, AUTOMATIC) == len(model.weights)
+    hint_stem = encoder == "copy"  # the copy's hint stem has no counterpart in the release: it stays at zero
+    assert release.warm_start(model, AUTOMATIC) == len(model.weights) - hint_stem
     base = release.load(AUTOMATIC)
     started = Colorizer(model, InputSpec.of(model_p), base.image_size)
     photo = gray_photo()
@@ -43,13 +45,15 @@ def test_a_hint_model_started_from_the_release_first_colours_as_it_does_hints_or
     assert hinted.tobytes() == auto.tobytes()
 
 
+@pytest.mark.parametrize("hint_encoder", ["shared", "copy"])
 def test_a_separate_hint_decoder_learns_hints_and_leaves_photos_without_them_as_the_release_colours_them(
-        tiny_shards, tmp_path):
+        tiny_shards, tmp_path, hint_encoder):
     p = released_params()
-    model_p = dataclasses.replace(p.model, hints=True, hint_decoder="separate", inference_size=0)
+    model_p = dataclasses.replace(p.model, hints=True, hint_decoder="separate", hint_encoder=hint_encoder,
+                                  inference_size=0)
     p = dataclasses.replace(p, model=model_p, init_from=str(AUTOMATIC), encoder_trainable=False,
-                            hint_none_share=0.0, crop=0, scale=(1.0, 1.0), epochs=1, steps_per_epoch=6,
-                            batch_size=8, learning_rate=0.01)
+                            encoder_frozen_epochs=0, hint_none_share=0.0, crop=0, scale=(1.0, 1.0), epochs=1,
+                            steps_per_epoch=6, batch_size=8, learning_rate=0.01)
     fit.configure(p)
     result = fit.fit(p, tiny_shards, tmp_path, verbose=0)
     base = release.load(AUTOMATIC)
@@ -59,6 +63,12 @@ def test_a_separate_hint_decoder_learns_hints_and_leaves_photos_without_them_as_
     assert len(plain) == len(released) and all(np.array_equal(trained[k], released[k]) for k in plain)
     # the weights on the hint channels (the last 6 inputs of a level's first conv) started at zero and learnt
     assert np.abs(trained[f"{HINT_PREFIX}dec1_conv1/kernel"][:, :, -6:]).sum() > 0
+    if hint_encoder == "copy":  # the copy of the encoder learns, its hint stem from zero, its BatchNorm statistics not
+        copy = f"{HINT_PREFIX}{p.model.encoder}/"
+        assert np.abs(trained[f"{copy}stem_side/kernel"]).sum() > 0
+        assert not np.array_equal(trained[f"{copy}head/kernel"], released[f"{p.model.encoder}/head/kernel"])
+        np.testing.assert_array_equal(trained[f"{copy}head_bn/moving_variance"],
+                                      released[f"{p.model.encoder}/head_bn/moving_variance"])
     colorizer = Colorizer(result.model, InputSpec.of(model_p), base.image_size)
     photo = gray_photo()
     auto = base.colorize([photo])[0]
