@@ -79,9 +79,11 @@ def test_a_separate_hint_decoder_learns_hints_and_leaves_photos_without_them_as_
     assert np.abs(hinted[-30:, -30:] - auto[-30:, -30:]).max() <= 1
 
 
-def test_a_fresh_hint_decoder_starts_untrained_at_the_class_prior_beside_the_release():
+@pytest.mark.parametrize("hint_encoder", ["shared", "copy"])
+def test_a_fresh_hint_decoder_starts_untrained_at_the_class_prior_beside_the_release(hint_encoder):
     p = released_params()
-    model_p = dataclasses.replace(p.model, hints=True, hint_decoder="separate", encoder_weights="none")
+    model_p = dataclasses.replace(p.model, hints=True, hint_decoder="separate", hint_encoder=hint_encoder,
+                                  encoder_weights="none")
     p = dataclasses.replace(p, model=model_p, init_from=str(AUTOMATIC), encoder_trainable=False, hint_start="fresh")
     prior = np.ones(len(colour.chroma_bins(model_p.target)))
     prior[0] = 5.0
@@ -94,6 +96,11 @@ def test_a_fresh_hint_decoder_starts_untrained_at_the_class_prior_beside_the_rel
     assert not np.array_equal(started[f"{HINT_PREFIX}dec0_conv1/kernel"][:, :, :8], stored["dec0_conv1/kernel"][:, :, :8])
     np.testing.assert_allclose(started[f"{HINT_PREFIX}head/bias"], np.log(prior + 1e-6), rtol=1e-6)
     assert not np.allclose(started["head/bias"], np.log(prior + 1e-6))  # the release's head is not reset
+    if hint_encoder == "copy":  # a fresh decoder still reads a copy of the release's encoder, not a random one
+        encoder = p.model.encoder
+        copied = [k for k in started if k.startswith(f"{HINT_PREFIX}{encoder}/") and "stem_side" not in k]
+        assert len(copied) == len([k for k in stored if k.startswith(f"{encoder}/")])
+        assert all(np.array_equal(started[k], stored[k.removeprefix(HINT_PREFIX)]) for k in copied)
 
 
 def test_a_separate_hint_decoder_needs_a_model_to_start_from():
