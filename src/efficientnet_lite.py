@@ -159,10 +159,11 @@ def _torch_names(blocks: int) -> dict[str, str]:
     return names
 
 
-def load_imagenet_weights(model: keras.Model) -> None:
-    """Copy the checkpoint into a model from encoder(); a 1-channel stem gets the sum of the RGB kernels."""
-    state = state_dict(model.name)
-    for layer_name, prefix in _torch_names(sum(s[0] for s in VARIANTS[model.name].stages)).items():
+def load_imagenet_weights(model: keras.Model, variant: str = "lite0") -> None:
+    """Copy the variant's checkpoint into a model from encoder(variant); a 1-channel stem gets the sum of the RGB
+    kernels."""
+    state = state_dict(variant)
+    for layer_name, prefix in _torch_names(sum(s[0] for s in VARIANTS[variant].stages)).items():
         try:
             layer = model.get_layer(layer_name)
         except ValueError:
@@ -182,5 +183,5 @@ def load_imagenet_weights(model: keras.Model) -> None:
 
 def pretrained(variant: str = "lite0", channels: int = 1, classifier: bool = False) -> keras.Model:
     model = encoder(variant, channels, classifier)
-    load_imagenet_weights(model)
+    load_imagenet_weights(model, variant)
     return model
