@@ -125,7 +125,7 @@ def _stored(weights: Path) -> tuple[dict, dict[str, np.ndarray]]:
     with np.load(weights, allow_pickle=False) as npz:
         meta = json.loads(npz[META_KEY].tobytes())
         stored = {k: npz[k] for k in npz.files if k != META_KEY}
-    pretrained = _pretrained(meta["train"]["model"]["encoder"])
+    pretrained = _pretrained(meta["train"].get("model", {}).get("encoder", "lite0"))  # params default to lite0
     values = {k: v.astype(np.float32) + _wheel(pretrained, k) for k, v in stored.items()}
     if "base" not in meta:
         return meta, values
