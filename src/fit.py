@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from src import colour, determinism, efficientnet_lite
+from src import colour, determinism, efficientnet_lite, hints
 from src.losses import TargetLoss, TargetRMSE, class_weights
 from src.model import HINT_PREFIX, build_model, output_stride
 from src.params import TrainParams
@@ -287,10 +287,13 @@ def fit(p: TrainParams, shards: ShardSet, workdir: Path, callbacks: list | tuple
     spec = InputSpec(p.model.gray, p.model.target, hints=p.model.hints)
     if not 0 <= p.hint_none_share <= 1:
         raise ValueError(f"train.hint_none_share must be in [0, 1], got {p.hint_none_share}")
+    if not 1 <= p.hint_points <= hints.MAX_POINTS:
+        raise ValueError(f"train.hint_points must be in [1, {hints.MAX_POINTS}], got {p.hint_points}")
+    drawn = {"hint_none_share": p.hint_none_share, "hint_points": p.hint_points}
     train = dataset(shards, "train", spec, p.batch_size, training=True, seed=p.seed, flip=p.flip, crop=p.crop,
-                    scale=p.scale, hint_none_share=p.hint_none_share)
+                    scale=p.scale, **drawn)
     # validation draws hints as training does (the same ones every epoch): the monitor ranks what the model is for
-    val = dataset(shards, "val", spec, p.batch_size, hint_none_share=p.hint_none_share)
+    val = dataset(shards, "val", spec, p.batch_size, **drawn)
     size = p.crop or shards.image_size
 
     workdir.mkdir(parents=True, exist_ok=True)

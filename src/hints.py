@@ -18,7 +18,6 @@ from src import colour
 CHANNELS = 3  # chroma (2) and mask
 HALF = 2  # a user's hint covers a (2 * HALF + 1)^2 patch at the model's resolution
 MAX_POINTS = 32  # training: at most this many simulated hints per photo
-GEOMETRIC_P = 1 / 8  # training: the others get 1 + a geometric number of hints, P(n) = p (1 - p)^n (mean 8)
 MAX_HALF = 4  # training: patch sides 1, 3, 5, 7, 9 px, uniformly
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 
@@ -129,10 +128,11 @@ def paint(bgr: np.ndarray, hints: list[Hint], target: str, radius: int) -> np.nd
     return out
 
 
-def simulated(record, key, target: str, none_share: float):
+def simulated(record, key, target: str, none_share: float, mean_points: float = 8.0):
     """Training hints drawn from a uint8 record (s, s, 4) tensor as Zhang et al. (2017) do: none for `none_share` of
-    the photos (train.hint_none_share), else 1 + a geometric number of points, Gaussian around the centre, each a 1-9 px patch of the true
-    mean chroma. float32 (s, s, 3); `key` is a stateless seed pair."""
+    the photos (train.hint_none_share), else 1 + a geometric number of points with mean `mean_points`
+    (train.hint_points; theirs: 8), Gaussian around the centre, each a 1-9 px patch of the true mean chroma.
+    float32 (s, s, 3); `key` is a stateless seed pair."""
     import tensorflow as tf
     import tensorflow.experimental.numpy as tnp
 
@@ -141,7 +141,9 @@ def simulated(record, key, target: str, none_share: float):
     hsv = tf.cast(record[..., : colour.V + 1], tf.float32)
     truth = colour.encode_target(hsv[..., colour.H], hsv[..., colour.S], target, xp=tnp, value=hsv[..., colour.V])
     u = tf.random.stateless_uniform([2], key, 1e-7, 1.0)
-    n = tf.minimum(1 + tf.cast(tf.math.log(u[0]) / np.log(1.0 - GEOMETRIC_P), tf.int32), MAX_POINTS)
+    # P(n) = p (1 - p)^(n - 1) with p = 1 / mean_points; mean_points 1: always one
+    extra = tf.math.log(u[0]) / np.log(1.0 - 1.0 / mean_points) if mean_points > 1 else 0.0
+    n = tf.minimum(1 + tf.cast(extra, tf.int32), MAX_POINTS)
     n = tf.where(u[1] < none_share, 0, n)
     centres = tf.random.stateless_normal([MAX_POINTS, 2], key + 1, mean=sidef / 2, stddev=sidef / 4)
     centres = tf.clip_by_value(tf.cast(tf.round(centres), tf.int32), 0, side - 1)

@@ -85,6 +85,7 @@ class TrainParams:
     init_from: str = ""  # a release file (release/*.npz) whose weights start the model; a hint model's new
     # inputs start at zero, so it first colours as that model did (relative to the repo root)
     hint_none_share: float = 0.5  # hint models: the share of training and validation photos drawn without hints
+    hint_points: float = 8.0  # hint models: mean simulated hints on the others (1 + geometric; Zhang et al.: 8)
     # separate hint decoder: copy (the init_from model's decoder, zero weights on the hint channels: it starts as
     # that model) | fresh (untrained, its head at the class prior, as a shared hint decoder starts)
     hint_start: Literal["copy", "fresh"] = "copy"

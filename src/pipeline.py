@@ -51,11 +51,12 @@ def dataset(
     scale: tuple[float, float] = (1.0, 1.0),
     limit: int = 0,
     hint_none_share: float = 1.0,
+    hint_points: float = 8.0,
 ):
     """tf.data pipeline over one split: parallel reads, seeded shuffle and augmentation when training.
 
     A hint model's input is {"gray", "hints"}: hints drawn from the truth (src/hints.py), none for
-    `hint_none_share` of the records (1: none at all), keyed by record position and seed like the augmentation, so
+    `hint_none_share` of the records (1: none at all), `hint_points` on average on the others, keyed by record position and seed like the augmentation, so
     validation draws the same hints every epoch. Augmentation uses stateless random ops keyed by
     (record position, seed), so runs are repeatable. `scale`
     (lo, hi): each training record is first resized by a random factor in that range (never below `crop`), so the
@@ -95,7 +96,7 @@ def dataset(
             record = tf.image.stateless_random_crop(record, [crop, crop, 4], seed=tf.stack([index, seed + 1]))
         gray = colour.gray_input(record, spec.gray)
         if spec.hints:
-            given = (hints.simulated(record, tf.stack([index, seed + 3]), spec.target, hint_none_share)
+            given = (hints.simulated(record, tf.stack([index, seed + 3]), spec.target, hint_none_share, hint_points)
                      if hint_none_share < 1 else tf.zeros(tf.concat([tf.shape(record)[:2], [hints.CHANNELS]], 0)))
             gray = {"gray": gray, "hints": given}
         return gray, colour.truth_channels(record)
