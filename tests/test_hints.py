@@ -45,6 +45,16 @@ def test_simulated_hints_carry_the_true_colour_of_where_they_are(tmp_path):
     assert 5 < counts[counts > 0].mean() < 10  # the others 1 + geometric (p = 1/8): mean 8, less where patches merge
 
 
+def test_simulated_hints_are_as_many_as_train_hint_points_asks():
+    import tensorflow as tf
+
+    record = tf.constant(colour.bgr_to_record(quadrants()))
+    for mean, (lo, hi) in ((1, (1, 1)), (3, (2.4, 3.6))):
+        counts = [_patches(hints.simulated(record, tf.constant([i, 7], tf.int64), "bins", 0.0, mean).numpy()[..., 2] > 0)
+                  for i in range(200)]
+        assert lo <= np.mean(counts) <= hi, (mean, np.mean(counts))
+
+
 def _inside_quadrant(mask: np.ndarray) -> np.ndarray:
     """Pixels that no patch crossing a border can reach: 9 px (two patch halves) from every border."""
     side = mask.shape[0]
