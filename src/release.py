@@ -23,10 +23,10 @@ from src.params import from_dict
 from src.paths import ROOT
 
 RELEASE_DIR = ROOT / "release"
-NAME = "colorizer-lite0-v3"  # v1 (the automatic colorizer) with a hint decoder; v1.npz is its base
+NAME = "colorizer-lite0-v4"  # v1 (the automatic colorizer) with a hint decoder and encoder; v1.npz is its base
 WEIGHTS = RELEASE_DIR / f"{NAME}.npz"
 CARD = RELEASE_DIR / "MODEL_CARD.md"
-PROFILE = ROOT / "experiments" / "hints.yaml"  # the params it was trained with; tests/test_release.py checks them
+PROFILE = ROOT / "experiments" / "hints_sparse.yaml"  # the params it was trained with; tests/test_release.py checks them
 SMALL = 4096  # arrays with fewer values stay float32: biases, BatchNorm scales and statistics
 META_KEY = "meta.json"
 
