@@ -18,6 +18,7 @@ from src import colour
 CHANNELS = 3  # chroma (2) and mask
 HALF = 2  # a user's hint covers a (2 * HALF + 1)^2 patch at the model's resolution
 MAX_POINTS = 32  # training: at most this many simulated hints per photo
+MEAN_POINTS = 8.0  # training: mean simulated hints on a photo that has some (Zhang et al.; train.hint_points)
 MAX_HALF = 4  # training: patch sides 1, 3, 5, 7, 9 px, uniformly
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 
@@ -128,7 +129,7 @@ def paint(bgr: np.ndarray, hints: list[Hint], target: str, radius: int) -> np.nd
     return out
 
 
-def simulated(record, key, target: str, none_share: float, mean_points: float = 8.0):
+def simulated(record, key, target: str, none_share: float, mean_points: float = MEAN_POINTS):
     """Training hints drawn from a uint8 record (s, s, 4) tensor as Zhang et al. (2017) do: none for `none_share` of
     the photos (train.hint_none_share), else 1 + a geometric number of points with mean `mean_points`
     (train.hint_points; theirs: 8), Gaussian around the centre, each a 1-9 px patch of the true mean chroma.

@@ -51,16 +51,16 @@ def dataset(
     scale: tuple[float, float] = (1.0, 1.0),
     limit: int = 0,
     hint_none_share: float = 1.0,
-    hint_points: float = 8.0,
+    hint_points: float = hints.MEAN_POINTS,
 ):
     """tf.data pipeline over one split: parallel reads, seeded shuffle and augmentation when training.
 
     A hint model's input is {"gray", "hints"}: hints drawn from the truth (src/hints.py), none for
-    `hint_none_share` of the records (1: none at all), `hint_points` on average on the others, keyed by record position and seed like the augmentation, so
-    validation draws the same hints every epoch. Augmentation uses stateless random ops keyed by
-    (record position, seed), so runs are repeatable. `scale`
-    (lo, hi): each training record is first resized by a random factor in that range (never below `crop`), so the
-    model sees objects at more sizes than the few photos hold; it needs `crop` to give batches one shape.
+    `hint_none_share` of the records (1: none at all), `hint_points` on average on the others, keyed by record
+    position and seed like the augmentation, so validation draws the same hints every epoch. Augmentation uses
+    stateless random ops keyed by (record position, seed), so runs are repeatable. `scale` (lo, hi): each training
+    record is first resized by a random factor in that range (never below `crop`), so the model sees objects at more
+    sizes than the few photos hold; it needs `crop` to give batches one shape.
     """
     import tensorflow as tf
 

