@@ -117,6 +117,29 @@ def test_evaluate_reports_the_model_beside_both_baselines(trained, shards, tmp_p
     assert picture.shape[1] == 4 * 32 * 2  # gray | constant | model | truth, at 2x
 
 
+def test_the_test_split_is_also_reported_per_training_folder(trained, shards, tmp_path):
+    """eval.json's test_by_source: each download folder's test photos apart, the model beside the release and the
+    baselines (issue 37's table of where variety paid)."""
+    raw = tmp_path / "raw"
+    for folder, seeds in (("cars", range(12)), ("scenes", range(12, 30))):
+        (raw / folder).mkdir(parents=True)
+        for i in seeds:
+            shutil.copy(shards.root.parent / "raw" / f"v{i:02d}.png", raw / folder / f"v{i:02d}.png")
+    two = build_shards(raw, tmp_path, tile=40, image_size=32)
+    result, (_, table_csv, _) = run_evaluate(trained, two, tmp_path / "eval", EvaluateParams(register_as=""))
+    import pandas as pd
+
+    table = pd.read_csv(table_csv).query("set == 'test' and method == 'model'")
+    by_source = result["test_by_source"]
+    assert set(by_source) == {"cars", "scenes"}
+    for folder, block in by_source.items():
+        mine = table[table["image"].str.startswith(folder + "/")]
+        assert block["images"] == len(mine) > 0
+        assert block["model"]["psnr"] == pytest.approx(mine["psnr"].mean(), abs=1e-3)
+        assert {"model", "release", "gray", "constant"} <= set(block)
+    assert sum(b["images"] for b in by_source.values()) == result["test"]["images"]
+
+
 def test_evaluation_is_logged_to_the_training_run_and_the_champion_moves_only_when_better(trained, shards, tmp_path):
     model_tmp, uri = trained
     p = EvaluateParams(register_as="colorizer-test")

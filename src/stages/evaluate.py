@@ -129,15 +129,22 @@ def evaluate_folder(colorizers: dict[str, Colorizer], folder: Path, size: int, m
     return rows
 
 
-def summarise(table: pd.DataFrame) -> dict:
-    """Per set: mean of every metric per method, the truth's colourfulness and the image count."""
+def summarise(table: pd.DataFrame, by: str = "set") -> dict:
+    """Per set (or other column): mean of every metric per method, the truth's colourfulness and the image count."""
     out = {}
-    for set_name, rows in table.groupby("set", sort=False):
+    for set_name, rows in table.groupby(by, sort=False):
         means = rows.groupby("method", sort=False)[["rmse", "psnr", "hs_rmse", "hue_error", "colourfulness"]].mean()
         out[set_name] = {method: {k: round(float(v), 4) for k, v in values.items()} for method, values in means.iterrows()}
         out[set_name]["truth_colourfulness"] = round(float(rows["truth_colourfulness"].mean()), 4)
         out[set_name]["images"] = int(rows["image"].nunique())
     return out
+
+
+def by_source(table: pd.DataFrame) -> dict:
+    """The test split summarised per training folder (data/raw/<folder>/...; "." for files at its top): where a
+    model gains and where it does not."""
+    test = table[table["set"] == "test"]
+    return summarise(test.assign(source=test["image"].str.extract(r"^([^/]+)/", expand=False).fillna(".")), by="source")
 
 
 def run(p: EvaluateParams, model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD_DIR, out_metrics: Path = EVAL_METRICS,
@@ -152,7 +159,8 @@ def run(p: EvaluateParams, model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD
     table = pd.DataFrame(rows)
     summary = summarise(table)
     result = {"eval_rmse": summary["test"]["model"]["rmse"], "eval_psnr": summary["test"]["model"]["psnr"],
-              "train_mean_hue": round(mean_hs[0], 3), "train_mean_saturation": round(mean_hs[1], 3), **summary}
+              "train_mean_hue": round(mean_hs[0], 3), "train_mean_saturation": round(mean_hs[1], 3), **summary,
+              "test_by_source": by_source(table)}
     with atomic_path(out_images) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
     k = min(p.samples, len(truths))
