@@ -17,7 +17,7 @@ import numpy as np
 import psutil
 
 from benchmarks.common import save
-from src.paths import MODEL_DIR
+from src.core.paths import MODEL_DIR
 
 SIZES = {"256x256": (256, 256, 16), "12MP 4000x3000": (3000, 4000, 3)}  # (h, w, photos timed)
 
@@ -29,7 +29,7 @@ def model_and_photo(doc: str, argv: list[str] | None):
     args = parser.parse_args(argv)
     from skimage import data
 
-    from src.predict import load
+    from src.model.predict import load
 
     return args, load(args.models), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         results[name] = {"photos_per_s": round(1 / seconds, 2), "s_per_photo": round(seconds, 3)}
         print(f"{name}: {1 / seconds:.2f} photos/s ({seconds * 1000:.0f} ms each)")
     # what the luma-guided upsampling costs at 12 MP, against the plain bilinear resize it replaces (same run)
-    from src.predict import upsample_chroma
+    from src.model.predict import upsample_chroma
 
     h, w, _ = SIZES["12MP 4000x3000"]
     small = np.random.default_rng(0).uniform(-1, 1, (colorizer.image_size // 2, colorizer.image_size // 2, 2))

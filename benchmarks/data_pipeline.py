@@ -46,7 +46,7 @@ def bare_loop(files: list[str], workers: int) -> float:
 
 def hsv_split_loop(photos: Path, out: Path, image_size: int = 64) -> float:
     """Seconds for hsv-split's run() over the same files, in this process (no interpreter start-up)."""
-    from src.params import HsvSplitParams
+    from src.core.params import HsvSplitParams
     from src.stages import hsv_split
 
     start = time.perf_counter()
@@ -66,8 +66,8 @@ def configure(repo: Path, photos: Path, image_size: int) -> None:
 def tf_data_rate(repo: Path, batch: int = 64, seconds: float = 10.0, flip: bool = True) -> float:
     """Training-pipeline images/s (shuffle, flip, decode, split gray / H,S) from the shards in `repo`."""
     sys.path.insert(0, str(repo))
-    from src.pipeline import InputSpec, dataset
-    from src.shards import ShardSet
+    from src.data.pipeline import InputSpec, dataset
+    from src.data.shards import ShardSet
 
     shards = ShardSet.open(repo / "data" / "shards")
     ds = dataset(shards, "train", InputSpec(), batch, training=True, seed=0, flip=flip).repeat()

@@ -4,7 +4,7 @@
     python -m benchmarks.hints --model models --folder ../shared/data/cbsd68 --counts 0 1 2 5 10 20
 
 Every photo of the folder at 256x256 (the evaluate protocol). For each count n, n points drawn uniformly with a
-fixed seed, each hint the photo's true mean colour over the 5x5 px patch around it (src/hints.py from_truth),
+fixed seed, each hint the photo's true mean colour over the 5x5 px patch around it (src/data/hints.py from_truth),
 given to the model; the naive baseline paints each hint's colour, at the photo's luma, over that same patch of
 the model's automatic result. Writes experiments/benchmarks/hints.json and the plot docs/hints_psnr.png.
 """
@@ -19,9 +19,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from benchmarks.common import RESULTS, save
-from src import hints, metrics
-from src.choice import choose
-from src.paths import ROOT
+from src.data import hints, metrics
+from src.serving.choice import choose
+from src.core.paths import ROOT
 from src.stages.evaluate import folder_photos
 
 PLOT = ROOT / "docs" / "hints_psnr.png"
@@ -29,7 +29,7 @@ PLOT = ROOT / "docs" / "hints_psnr.png"
 
 def measure(colorizer, photos: list[tuple[str, np.ndarray]], counts: list[int], seed: int) -> pd.DataFrame:
     """One row per photo and count: the hint model's PSNR and the naive baseline's."""
-    from src import colour
+    from src.data import colour
 
     rows = []
     target = colorizer.spec.target

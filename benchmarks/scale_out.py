@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 from benchmarks.common import save
-from src.paths import SHARD_DIR
+from src.core.paths import SHARD_DIR
 from tests.repo import env
 from tests.services import PG_HOST, PG_PORT, PG_USER, mlflow_server, postgres_admin
 

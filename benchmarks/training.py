@@ -3,7 +3,7 @@
     python -m benchmarks.training [--photos ../shared/data/imagenet-sample] [--seconds 60]
 
 For `seed` at 128 px and the default U-Net at 64 px, each variant runs in its own process (for a clean peak RSS):
-  pipeline: src.fit's tf.data input (shards on disk, shuffle, flips);
+  pipeline: src.training.fit's tf.data input (shards on disk, shuffle, flips);
   in_ram:   model.fit on numpy arrays already in memory (the ceiling: no input work at all);
   original: the tutorial's way: a pickled shard loaded into RAM, batches from a Python generator.
 Results go to experiments/benchmarks/training.json; the ratio pipeline / in_ram should be >= 1.0.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import keras  # noqa: E402
 
-import src  # noqa: F401  first: the numeric settings (src/determinism.py) precede keras
+import src  # noqa: F401  first: the numeric settings (src/core/determinism.py) precede keras
 from benchmarks.common import run_measured, save
 
 DEFAULT_PHOTOS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "imagenet-sample"
@@ -29,7 +29,7 @@ CASES = {"seed_128": (128, {"arch": "seed"}), "unet_64": (64, {})}
 
 
 def prepare(photos: Path, work: Path, size: int) -> Path:
-    from src.params import HsvSplitParams, ShardParams
+    from src.core.params import HsvSplitParams, ShardParams
     from src.stages import hsv_split, shard
 
     out = work / f"{size}px"
@@ -64,10 +64,10 @@ def worker(variant: str, shards_dir: str, model: str, seconds: float, result_fil
     """Runs in a child process: one long fit, timed after warm-up batches; writes img/s."""
     import numpy as np
 
-    from src import fit
-    from src.params import ModelParams, TrainParams
-    from src.pipeline import InputSpec, arrays, dataset
-    from src.shards import ShardSet
+    from src.training import fit
+    from src.core.params import ModelParams, TrainParams
+    from src.data.pipeline import InputSpec, arrays, dataset
+    from src.data.shards import ShardSet
 
     shards = ShardSet.open(shards_dir)
     p = TrainParams(model=ModelParams(**json.loads(model)), batch_size=16)

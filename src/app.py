@@ -7,7 +7,7 @@
 The same model and code path as `python -m src.colorize`: colour photos are made gray first, chroma is predicted
 at the model's size and combined with the photo's own full-resolution luma. The vividness controls (bins models)
 re-decode the network's stored outputs, so moving them runs no network. With a hint model, click the photo to
-give a colour where you know it (src/hints.py). Besides the page, a plain HTTP API:
+give a colour where you know it (src/data/hints.py). Besides the page, a plain HTTP API:
 `curl -F photo=@old.jpg http://127.0.0.1:7860/api/colorize -o coloured.png`, with hints
 `-F 'hints=[{"x": 120, "y": 80, "colour": "#c03020"}]'` (x, y in pixels of the photo).
 Needs the app extra: pip install -e ".[app]".
@@ -32,10 +32,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from src import colour, hints, images, stamp
-from src.choice import Chosen, choose
+from src.data import colour, hints, images
+from src.serving import stamp
+from src.serving.choice import Chosen, choose
 from src.colorize import output_names, positive
-from src.predict import Colorizer
+from src.model.predict import Colorizer
 
 log = logging.getLogger(__name__)
 MAX_UPLOAD_MB = 50
@@ -59,11 +60,11 @@ class Loaded:
 
 def load(spec: str | None, ui_url: str) -> Loaded:
     """`spec`: as `python -m src.colorize --model` takes it; None: the released model, or the registry's champion
-    if it beat the release on the same images (src/choice.py)."""
+    if it beat the release on the same images (src/serving/choice.py)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from src import tracking
+    from src.training import tracking
 
     chosen = choose(spec)
     uri = tracking.resolve_uri()

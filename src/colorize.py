@@ -29,8 +29,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from src import hints, images, stamp
-from src.files import atomic_path
+from src.data import hints, images
+from src.serving import stamp
+from src.core.files import atomic_path
 
 log = logging.getLogger(__name__)
 MAX_PIXELS = 100_000_000
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mlflow.exceptions import MlflowException
 
-    from src import choice
+    from src.serving import choice
 
     try:
         chosen = choice.choose(args.model)

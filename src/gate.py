@@ -21,10 +21,11 @@ import json
 import sys
 from pathlib import Path
 
-from src import params, provenance
-from src.files import write_json
-from src.params import EvaluateParams
-from src.paths import EVAL_METRICS, ROOT
+from src.core import params
+from src.training import provenance
+from src.core.files import write_json
+from src.core.params import EvaluateParams
+from src.core.paths import EVAL_METRICS, ROOT
 
 EVAL_STAGE = "evaluate"
 

@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 from ruamel.yaml import YAML
 
-from src.files import write_text
-from src.paths import PARAMS_FILE
+from src.core.files import write_text
+from src.core.paths import PARAMS_FILE
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

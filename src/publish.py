@@ -3,7 +3,7 @@
     python -m src.profile experiments/recipe.yaml && dvc repro     # train the recipe on ../shared/data
     python -m src.publish --extra ../shared/data/cbsd68            # then pack, score and describe it
 
-The packed weights (what users load: src/release.py) are scored beside the trained float32 ones, gray and constant
+The packed weights (what users load: src/model/release.py) are scored beside the trained float32 ones, gray and constant
 colour on the pipeline's validation split and on --extra (resized to 256x256, the published protocol), so the
 card says what packing cost. The card's front matter holds every figure and param; tests/test_release.py checks
 them against experiments/recipe.yaml and, where ../shared exists, CBSD68.
@@ -22,10 +22,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from src import release
-from src.files import write_text
-from src.paths import MODEL_DIR, SHARD_DIR
-from src.provenance import lock_stage
+from src.model import release
+from src.core.files import write_text
+from src.core.paths import MODEL_DIR, SHARD_DIR
+from src.training.provenance import lock_stage
 
 log = logging.getLogger(__name__)
 FIGURES = ("psnr", "rmse", "colourfulness", "hue_error")
@@ -59,7 +59,7 @@ def photo_counts(shards_dir: Path) -> dict[str, dict[str, int]]:
 
 def score(colorizers: dict, extra: Path | None, size: int, batch_size: int) -> dict:
     """{set: {method: {figure: value}}} on the validation split and the extra folder."""
-    from src.shards import ShardSet
+    from src.data.shards import ShardSet
     from src.stages import evaluate
 
     shards = ShardSet.open(SHARD_DIR)
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.extra and not args.extra.is_dir():
         parser.error(f"--extra {args.extra} is not a folder")
 
-    from src.predict import META_FILE, load
+    from src.model.predict import META_FILE, load
 
     trained = load(args.model)
     meta = json.loads((args.model / META_FILE).read_text())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from src.files import write_text
+from src.core.files import write_text
 
 COLUMNS = {
     "tags.mlflow.runName": "run",
@@ -83,10 +83,10 @@ def before_after(model: str, photos: list[Path], out: Path, size: int = 256) -> 
     import cv2
     import numpy as np
 
-    from src import colour, images
-    from src.choice import choose
-    from src.files import atomic_path
-    from src.predict import grid
+    from src.data import colour, images
+    from src.serving.choice import choose
+    from src.core.files import atomic_path
+    from src.model.predict import grid
 
     colorizer = choose(model).colorizer
     truths = [cv2.resize(images.read(p, 10**9).bgr, (size, size), interpolation=cv2.INTER_AREA) for p in photos]
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import mlflow
 
-    from src import tracking
+    from src.training import tracking
 
     mlflow.set_tracking_uri(tracking.resolve_uri())
     result = table(args.experiment, args.set)

@@ -27,10 +27,10 @@ import optuna
 import psutil
 import yaml
 
-from src import params
-from src.files import atomic_path, write_text
-from src.params import TrainParams, TuneParams, as_flat_dict
-from src.paths import PARAMS_FILE, SEARCH_SPACE, SHARD_DIR, TUNE_DIR
+from src.core import params
+from src.core.files import atomic_path, write_text
+from src.core.params import TrainParams, TuneParams, as_flat_dict
+from src.core.paths import PARAMS_FILE, SEARCH_SPACE, SHARD_DIR, TUNE_DIR
 
 log = logging.getLogger(__name__)
 PARENT_WAIT_S = 20  # the creator opens the parent run a moment after creating the study
@@ -221,9 +221,9 @@ class Objective:
         import mlflow
         from optuna_integration import KerasPruningCallback
 
-        from src import fit
-        from src.shards import ShardSet
-        from src.tracking import EpochLogger
+        from src.training import fit
+        from src.data.shards import ShardSet
+        from src.training.tracking import EpochLogger
 
         storage = trial.study._storage  # noqa: SLF001 - Optuna exposes no public accessor
         if optuna.storages._heartbeat.is_heartbeat_enabled(storage):  # noqa: SLF001
@@ -293,7 +293,7 @@ def run_study(n_trials: int, timeout: float | None, storage: str, study_name: st
     """Create or resume the study and run until it holds `n_trials` finished trials (all workers together)."""
     import mlflow
 
-    from src import tracking
+    from src.training import tracking
 
     tracking.connect(tracking.resolve_uri(train.tracking_uri), train.experiment)
     study, created = open_study(study_name, storage_for(storage, tune.heartbeat_interval, tune.grace_period),

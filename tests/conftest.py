@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-import src  # noqa: F401  first: the numeric settings of every entry point (src/determinism.py)
+import src  # noqa: F401  first: the numeric settings of every entry point (src/core/determinism.py)
 from tests.services import pg_databases, pg_url  # noqa: F401  fixtures: fresh PostgreSQL databases per test
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,8 +111,8 @@ def photo_folder(tmp_path: Path) -> Path:
 
 def build_shards(raw: Path, tmp: Path, shard_params=None, tile: int = 40, image_size: int = 32):
     """Run hsv-split and shard on `raw` into `tmp`; returns the ShardSet."""
-    from src.params import HsvSplitParams, ShardParams
-    from src.shards import ShardSet
+    from src.core.params import HsvSplitParams, ShardParams
+    from src.data.shards import ShardSet
     from src.stages import hsv_split, shard
 
     hsv_split.run(HsvSplitParams(image_size=image_size, tile=tile, workers=1), raw=raw, out=tmp / "hsv",

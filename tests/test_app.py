@@ -21,8 +21,8 @@ import pytest
 import requests
 from PIL import Image
 
-from src.colour import chroma_bins, luma
-from src.stamp import DIGITAL_SOURCE_TYPE
+from src.data.colour import chroma_bins, luma
+from src.serving.stamp import DIGITAL_SOURCE_TYPE
 from tests.conftest import photo
 from tests.services import app_page, free_port, start, stop, wait_for
 from tests.test_evaluate import shards, trained  # noqa: F401  fixtures: a model that learnt real colours
@@ -233,11 +233,11 @@ def test_the_page_and_small_photos_are_answered_while_a_large_photo_is_coloured(
 
 def test_vividness_re_decodes_stored_outputs_without_the_network(tmp_path):
     from src import app as web
-    from src.choice import Chosen
-    from src.model import build_model
-    from src.params import ModelParams
-    from src.pipeline import InputSpec
-    from src.predict import Colorizer
+    from src.serving.choice import Chosen
+    from src.model.network import build_model
+    from src.core.params import ModelParams
+    from src.data.pipeline import InputSpec
+    from src.model.predict import Colorizer
 
     model = build_model(ModelParams(encoder="light", encoder_widths=(8, 16), decoder_widths=(8,), target="bins"), 32)
     head = model.get_layer("head")  # every pixel: 40% gray, 60% a red class (not left to a random init)
@@ -275,8 +275,9 @@ def test_the_page_serves_the_release_unless_the_champion_beat_it(trained, shards
     from mlflow.tracking import MlflowClient
 
     from src import app as web
-    from src import registry, release
-    from src.params import EvaluateParams
+    from src.training import registry
+    from src.model import release
+    from src.core.params import EvaluateParams
     from src.stages import evaluate
     from tests.test_evaluate import run_evaluate, where
 

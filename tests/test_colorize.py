@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from src.paths import ROOT
+from src.core.paths import ROOT
 from tests.conftest import code_carrying_model, photo
 
 

@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from src import colour
+from src.data import colour
 from tests.conftest import photo
 
 

@@ -10,9 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from src import efficientnet_lite, fit
-from src.params import ModelParams, TrainParams, from_dict
-from src.torch_file import MAGIC, UnsafePickle, read_state_dict
+from src.model import efficientnet_lite
+from src.training import fit
+from src.core.params import ModelParams, TrainParams, from_dict
+from src.model.torch_file import MAGIC, UnsafePickle, read_state_dict
 from tests.conftest import shared_folder
 
 # (tensor, index, value) read once from the wheel's file with torch's own layout in mind; 50 tensors there are
@@ -158,8 +159,8 @@ def test_fine_tuning_waits_for_the_decoder_then_moves_the_encoder_but_not_its_st
 
 
 def test_a_lite2_colorizer_is_released_as_its_difference_from_the_wheel_and_loaded_back_as_it_was(tmp_path):
-    from src import release
-    from src.model import build_model
+    from src.model import release
+    from src.model.network import build_model
 
     p = {"model": {"encoder": "lite2", "decoder_widths": [16, 16, 8, 8], "target": "bins"}, "loss": "ce"}
     model = build_model(from_dict("train", p).model, 64)

@@ -16,9 +16,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from src import colorize, colour
-from src.params import EvaluateParams, TrainParams
-from src.predict import load
+from src import colorize
+from src.data import colour
+from src.core.params import EvaluateParams, TrainParams
+from src.model.predict import load
 from src.stages import evaluate, train
 from tests.conftest import build_shards, code_carrying_model, photo, shared_folder
 from tests.services import invoke, model_server
@@ -203,7 +204,7 @@ def test_a_tampered_models_folder_cannot_redirect_the_tracking(trained, shards, 
 
 
 def test_the_loader_refuses_a_model_that_carries_code(tmp_path):
-    from src.predict import load
+    from src.model.predict import load
 
     with pytest.raises(ValueError, match="(?i)lambda|safe"):
         load(code_carrying_model(tmp_path / "models"))

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src import gate, release
-from src.params import EvaluateParams
+from src import gate
+from src.model import release
+from src.core.params import EvaluateParams
 from tests.conftest import SHARED_DATA, noise, shared_folder
 from tests.repo import copy_repo, dvc, run
 from tests.services import unavailable
@@ -81,8 +82,8 @@ def collapse_to_the_constant_colour(repo: Path) -> None:
     """Turn the trained model into one that predicts the constant baseline's colour everywhere."""
     import keras
 
-    import src.losses  # noqa: F401  the saved config names its loss classes
-    from src import colour
+    import src.model.losses  # noqa: F401  the saved config names its loss classes
+    from src.data import colour
 
     result = json.loads((repo / "reports" / "eval.json").read_text())
     chroma = colour.encode_target(np.float32(result["train_mean_hue"]), np.float32(result["train_mean_saturation"]))

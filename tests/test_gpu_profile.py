@@ -42,7 +42,7 @@ def test_the_gpu_profile_runs_end_to_end_on_cpu(tmp_path):
     if test["model"]["psnr"] < max(test["gray"]["psnr"], test["constant"]["psnr"]) + 0.1:  # a 2-step model
         assert "kept out of champion: PSNR" in log  # registered, but not handed to users as the champion
 
-    code = ("import json, numpy as np, src.losses, keras; "
+    code = ("import json, numpy as np, src.model.losses, keras; "
             "m = keras.saving.load_model('models/model.keras', compile=False, safe_mode=True); "
             "y = m.predict(np.full((1, 224, 224, 1), 128, np.uint8), verbose=0); "
             "print(json.dumps([str(m.get_layer('head').dtype_policy.compute_dtype), str(y.dtype), "

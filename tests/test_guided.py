@@ -16,7 +16,8 @@ import pytest
 import requests
 from PIL import Image
 
-from src import colour, hints, release
+from src.data import colour, hints
+from src.model import release
 from tests.services import app_page, free_port, start, stop, wait_for
 from tests.test_colorize import colorize
 

@@ -6,8 +6,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from src import colour, fit, hints
-from src.pipeline import InputSpec, dataset
+from src.data import colour, hints
+from src.training import fit
+from src.data.pipeline import InputSpec, dataset
 from tests.test_train import FAST
 
 QUADRANTS_BGR = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 200, 200)]  # top left, top right, bottom left, right
@@ -89,7 +90,7 @@ def test_the_training_pipeline_feeds_hints_and_validation_the_same_ones_every_ep
 
 
 def test_a_hint_model_trains_and_follows_a_hint(tiny_shards, tmp_path):
-    from src.predict import Colorizer
+    from src.model.predict import Colorizer
 
     p = replace(FAST, model=replace(FAST.model, target="bins", hints=True), loss="ce", epochs=2)
     fit.configure(p)

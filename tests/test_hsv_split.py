@@ -17,8 +17,8 @@ import psutil
 import pytest
 from PIL import Image
 
-from src import colour, images
-from src.params import HsvSplitParams
+from src.data import colour, images
+from src.core.params import HsvSplitParams
 from src.stages import hsv_split
 from tests.conftest import ROOT, photo, shared_folder
 
@@ -113,7 +113,7 @@ def test_a_2gb_file_of_zeros_is_skipped_without_reading_it(tmp_path):
         f.truncate(2 * 2**30)  # sparse: no disk used
     code = (  # under a 1 GiB address-space limit, reading the file whole would be a MemoryError
         "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30)); from pathlib import Path; "
-        "from src.params import HsvSplitParams; from src.stages.hsv_split import process_file; "
+        "from src.core.params import HsvSplitParams; from src.stages.hsv_split import process_file; "
         f"print(process_file(Path({str(zeros)!r}), Path({str(tmp_path)!r}), HsvSplitParams()).row['reason'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=os.environ | {"OPENBLAS_NUM_THREADS": "1"}, cwd=ROOT).stdout

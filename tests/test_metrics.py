@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from src import metrics
+from src.data import metrics
 from tests.conftest import photo
 
 

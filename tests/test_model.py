@@ -5,10 +5,10 @@ import keras
 import numpy as np
 import pytest
 
-from src import colour
-from src.losses import TargetLoss, TargetRMSE
-from src.model import build_model
-from src.params import ModelParams
+from src.data import colour
+from src.model.losses import TargetLoss, TargetRMSE
+from src.model.network import build_model
+from src.core.params import ModelParams
 
 
 @pytest.mark.parametrize(
@@ -107,7 +107,7 @@ def test_resnet50_imagenet_weights_fail_with_a_clear_message_without_the_interne
 
 
 def test_lite0_with_four_decoder_widths_predicts_at_half_resolution_and_is_scored_there():
-    from src.model import output_stride
+    from src.model.network import output_stride
 
     p = ModelParams(encoder="lite0", encoder_weights="none", decoder_widths=(32, 16, 16, 8), target="bins")
     assert output_stride(p) == 2
@@ -125,7 +125,7 @@ def test_lite0_with_four_decoder_widths_predicts_at_half_resolution_and_is_score
 
 
 def test_class_rebalancing_weighs_rare_colours_up():
-    from src.losses import class_weights
+    from src.model.losses import class_weights
 
     prior = np.array([0.7, 0.2, 0.1])
     np.testing.assert_allclose(class_weights(prior, 1.0), 1.0)

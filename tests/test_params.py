@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from src import params
+from src.core import params
 
 
 @pytest.mark.parametrize(("section", "raw", "message"), [

@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from src.predict import upsample_chroma
+from src.model.predict import upsample_chroma
 
 
 def test_guided_upsampling_keeps_colour_inside_its_edge():
@@ -37,9 +37,9 @@ def test_records_are_coloured_at_the_inference_size_and_come_back_aligned_at_the
     """A pixel-wise model (bright -> red, dark -> cyan) run at twice the records' size: each half keeps its colour."""
     import keras
 
-    from src import colour
-    from src.pipeline import InputSpec
-    from src.predict import Colorizer
+    from src.data import colour
+    from src.data.pipeline import InputSpec
+    from src.model.predict import Colorizer
 
     gray = keras.Input((None, None, 1), dtype="uint8")
     conv = keras.layers.Conv2D(2, 1)
@@ -64,9 +64,9 @@ def test_class_scores_are_held_one_batch_at_a_time():
 
     import keras
 
-    from src import colour
-    from src.pipeline import InputSpec
-    from src.predict import Colorizer
+    from src.data import colour
+    from src.data.pipeline import InputSpec
+    from src.model.predict import Colorizer
 
     classes = len(colour.chroma_bins("bins"))
     inputs = keras.Input((32, 32, 1))

@@ -10,8 +10,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from src import colour, metrics, release, stamp
-from src.files import sha256_file
+from src.data import colour, metrics
+from src.model import release
+from src.serving import stamp
+from src.core.files import sha256_file
 from src.profile import flatten
 from src.stages.download import sample_photos
 from tests.conftest import noise, shared_folder

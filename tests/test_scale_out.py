@@ -100,8 +100,8 @@ import json, tempfile
 from dataclasses import replace
 from pathlib import Path
 import src
-from src import fit
-from src.shards import ShardSet
+from src.training import fit
+from src.data.shards import ShardSet
 from tests.test_train import FAST
 p = replace(FAST, epochs=1, devices={devices}, batch_size=16)
 fit.configure(p)

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src.params import ShardParams
-from src.pipeline import InputSpec, arrays, dataset
-from src.shards import CorruptShard, ShardSet, split_of
+from src.core.params import ShardParams
+from src.data.pipeline import InputSpec, arrays, dataset
+from src.data.shards import CorruptShard, ShardSet, split_of
 from tests.conftest import build_shards, photo
 
 

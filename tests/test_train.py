@@ -16,10 +16,11 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from src import colour, fit
-from src.params import ModelParams, TrainParams
+from src.data import colour
+from src.training import fit
+from src.core.params import ModelParams, TrainParams
 from src.stages import train
-from src.tracking import TrackingUnavailable
+from src.training.tracking import TrackingUnavailable
 from tests.repo import copy_repo, dvc, env
 from tests.services import free_port, mlflow_server
 
@@ -51,9 +52,9 @@ def test_weight_averaging_keeps_the_averaged_weights_it_validated(tiny_shards, t
 
 @pytest.mark.parametrize("target", ["bins", "cbcr_bins"])
 def test_the_bins_target_trains_and_colourises(tiny_shards, tmp_path, target):
-    from src.fit import class_prior
-    from src.pipeline import InputSpec
-    from src.predict import Colorizer
+    from src.training.fit import class_prior
+    from src.data.pipeline import InputSpec
+    from src.model.predict import Colorizer
 
     # the head starts at the class prior of the target's own plane: its mean is the training photos' mean colour
     # and its spread the photos' (plus the soft labels' own 2 sigma^2): these gray-on-average photos have a mean
@@ -74,7 +75,7 @@ def test_the_bins_target_trains_and_colourises(tiny_shards, tmp_path, target):
     np.testing.assert_allclose(colour.luma(out), records[..., colour.Y], atol=3)  # the photo's own luma
 
     from src import calibrate
-    from src.predict import save
+    from src.model.predict import save
 
     (tmp_path / "models").mkdir()
     save(result.model, InputSpec(target=target), tiny_shards.image_size, tmp_path / "models")
@@ -104,7 +105,7 @@ def test_monitor_val_loss_keeps_the_epoch_with_the_lowest_validation_loss(tiny_s
 
 
 def _val_arrays(shards):
-    from src.pipeline import InputSpec, arrays
+    from src.data.pipeline import InputSpec, arrays
 
     return arrays(shards.load("val"), InputSpec())
 

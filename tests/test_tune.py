@@ -16,8 +16,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from src import tune
-from src.params import ModelParams, TrainParams, TuneParams
-from src.paths import PARAMS_FILE
+from src.core.params import ModelParams, TrainParams, TuneParams
+from src.core.paths import PARAMS_FILE
 from tests.repo import env
 
 SPACE = {"learning_rate": {"low": 0.001, "high": 0.01, "log": True},

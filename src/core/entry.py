@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from src import params
+from src.core import params
 
 
 def stage_main(doc: str | None, section: str, run: Callable[[Any], Any]) -> Any:

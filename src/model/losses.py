@@ -1,4 +1,4 @@
-"""Losses and metrics in the target space: they encode the uint8 (H, S, V) truth on the fly (src/colour.py).
+"""Losses and metrics in the target space: they encode the uint8 (H, S, V) truth on the fly (src/data/colour.py).
 
 Registered as Keras serializables so a saved model reloads in safe mode without custom code.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from src import colour
+from src.data import colour
 
 HUBER_DELTA = 0.1  # target units (chroma spans [-1, 1]): quadratic near zero, linear for large colour errors
 

@@ -1,7 +1,7 @@
 """Model builders: `seed` (the original ResNet50 + FCN decoder) and `unet` (Lite0, light or ResNet50 encoder).
 
-Input: uint8 gray (s, s, 1), and for a hint model ({"gray", "hints"}) float32 hints (s, s, 3) (src/hints.py).
-Output: float32 (s, s, 2) in the target encoding of src/colour.py, or for the bins
+Input: uint8 gray (s, s, 1), and for a hint model ({"gray", "hints"}) float32 hints (s, s, 3) (src/data/hints.py).
+Output: float32 (s, s, 2) in the target encoding of src/data/colour.py, or for the bins
 target (s, s, k) class scores over colour.chroma_bins().
 Keras 3 layers only, so the same model runs on the TensorFlow, JAX and PyTorch backends.
 """
@@ -10,8 +10,9 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from src import colour, efficientnet_lite, hints
-from src.params import ModelParams
+from src.data import colour, hints
+from src.model import efficientnet_lite
+from src.core.params import ModelParams
 
 HINT_PREFIX = "hint_"  # a separate hint decoder's layers
 # ResNet50 stage outputs by name (Keras 3), shallow to deep; the original looked them up as 'activation_9' etc.,
@@ -175,7 +176,7 @@ def unet(gray, x, p: ModelParams) -> keras.Model:
 
     With a pretrained encoder the gray input is the full-resolution skip, so the last level can follow the photo's
     own edges; lite0 with one decoder width fewer stops at half resolution (output_stride) and leaves the edges to
-    the luma-guided upsampling in src/predict.py.
+    the luma-guided upsampling in src/model/predict.py.
     """
     if p.global_context and p.encoder not in efficientnet_lite.VARIANTS:
         raise ValueError(f"model.global_context needs the lite0 or lite2 encoder, got {p.encoder!r}")

@@ -12,8 +12,8 @@ import cv2
 import keras
 import numpy as np
 
-from src import colour, hints
-from src.pipeline import InputSpec
+from src.data import colour, hints
+from src.data.pipeline import InputSpec
 
 MODEL_FILE = "model.keras"
 META_FILE = "model.json"
@@ -182,8 +182,8 @@ def load(folder: Path | str) -> Colorizer:
     folder = Path(folder)
     if not (folder / MODEL_FILE).exists():
         raise FileNotFoundError(f"no {MODEL_FILE} in {folder}: run the train stage first (dvc repro train)")
-    import src.losses  # noqa: F401 - registers the loss/metric classes named in the saved config
-    import src.model  # noqa: F401 - ... and the hint pooling layer
+    import src.model.losses  # noqa: F401 - registers the loss/metric classes named in the saved config
+    import src.model.network  # noqa: F401 - ... and the hint pooling layer
 
     meta = json.loads((folder / META_FILE).read_text())
     model = keras.saving.load_model(folder / MODEL_FILE, compile=False, safe_mode=True)

@@ -9,8 +9,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from src import release
-from src.predict import META_FILE, Colorizer
+from src.model import release
+from src.model.predict import META_FILE, Colorizer
 
 REGISTERED = "models:/colorizer@champion"
 RELEASE = "release"
@@ -42,7 +42,7 @@ def choose(spec: str | None) -> Chosen:
         return Chosen(release.load(path), path.stem, release.expected_sha256(path), "named by --model")
     if is_uri(spec):
         return _registered(spec, "named by --model")
-    from src.predict import load
+    from src.model.predict import load
 
     colorizer = load(spec)  # its own clear error when the folder holds no model
     run_id = json.loads((Path(spec) / META_FILE).read_text()).get("mlflow_run_id", "")
@@ -53,7 +53,7 @@ def choose(spec: str | None) -> Chosen:
 def _default() -> Chosen:
     champion = _champion()
     if champion is not None:
-        from src import registry
+        from src.training import registry
 
         wins, figures = registry.beats_release(champion)
         if wins:
@@ -69,7 +69,7 @@ def _default() -> Chosen:
 def _registered(uri: str, why: str, version=None) -> Chosen:
     import mlflow
 
-    from src import tracking
+    from src.training import tracking
 
     mlflow.set_tracking_uri(tracking.resolve_uri())
     colorizer = mlflow.pyfunc.load_model(uri).unwrap_python_model().colorizer
@@ -81,7 +81,7 @@ def _champion():
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from src import tracking
+    from src.training import tracking
 
     uri = tracking.resolve_uri()
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():

@@ -5,7 +5,7 @@ Request (POST /invocations, JSON): {"inputs": [gray image, ...]} where each gray
 Chroma is predicted at the model's resolution and combined with each image's full-resolution gray. A request of
 more than MAX_REQUEST_PIXELS pixels in all is refused (HTTP 400): split big batches.
 
-Logged as MLflow "models from code": the registry holds src/serving_entry.py and src/, not a pickled object, so
+Logged as MLflow "models from code": the registry holds src/serving/serving_entry.py and src/, not a pickled object, so
 loading `models:/colorizer@champion` runs this repository's code and Keras' safe-mode loader, no pickle.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import mlflow
 import numpy as np
 from mlflow.exceptions import MlflowException
 
-from src.paths import ROOT
+from src.core.paths import ROOT
 
 ENTRY = Path(__file__).with_name("serving_entry.py")
 
@@ -27,7 +27,7 @@ MAX_REQUEST_PIXELS = 50_000_000  # about four 12 MP photos; the JSON of one is a
 
 class ColorizerModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        from src.predict import load
+        from src.model.predict import load
 
         self.colorizer = load(context.artifacts[ARTIFACT])  # Keras safe mode: no code from the weights file
 
@@ -45,11 +45,11 @@ class ColorizerModel(mlflow.pyfunc.PythonModel):
 
 
 def log(model_dir: Path, example: np.ndarray):
-    """Log the pyfunc as models from code (src/serving_entry.py, with src/) into the active run; the ModelInfo."""
+    """Log the pyfunc as models from code (src/serving/serving_entry.py, with src/) into the active run; the ModelInfo."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
-    from src.tracking import requirements
+    from src.training.tracking import requirements
 
     signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1))]),
                                outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]))

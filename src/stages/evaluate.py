@@ -22,13 +22,15 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from src import colour, hints, images, metrics, params, release
-from src.entry import stage_main
-from src.files import atomic_path, write_json
-from src.params import EvaluateParams, TrainParams
-from src.paths import EVAL_IMAGES, EVAL_METRICS, EVAL_SAMPLES, MODEL_DIR, SHARD_DIR
-from src.predict import META_FILE, Colorizer, grid, load
-from src.shards import ShardSet
+from src.data import colour, hints, images, metrics
+from src.core import params
+from src.model import release
+from src.core.entry import stage_main
+from src.core.files import atomic_path, write_json
+from src.core.params import EvaluateParams, TrainParams
+from src.core.paths import EVAL_IMAGES, EVAL_METRICS, EVAL_SAMPLES, MODEL_DIR, SHARD_DIR
+from src.model.predict import META_FILE, Colorizer, grid, load
+from src.data.shards import ShardSet
 
 log = logging.getLogger(__name__)
 FEW_PHOTOS = 100  # below this many training photos a losing model is explained by the data, not the recipe
@@ -220,7 +222,8 @@ def track(p: EvaluateParams, result: dict, where: TrainParams, model_dir: Path =
     models/ folder from a shared remote must not redirect the results."""
     import mlflow
 
-    from src import registry, serving, tracking
+    from src.training import registry, tracking
+    from src.serving import pyfunc
 
     meta = json.loads((model_dir / META_FILE).read_text())
     tracking.connect(tracking.resolve_uri(where.tracking_uri), where.experiment)
@@ -233,10 +236,10 @@ def track(p: EvaluateParams, result: dict, where: TrainParams, model_dir: Path =
             mlflow.log_artifact(str(path), artifact_path="evaluation")
         if not p.register_as:
             return None
-        info = serving.log(model_dir, gray[:1])
+        info = pyfunc.log(model_dir, gray[:1])
     version = mlflow.register_model(info.model_uri, p.register_as).version
     test = result["test"]
-    if "release" in test:  # src.choice serves this version instead of the release only if it beats it here
+    if "release" in test:  # src.serving.choice serves this version instead of the release only if it beats it here
         registry.tag_against_release(p.register_as, version, test["model"]["psnr"], test["release"]["psnr"])
     return registry.promote_if_better(p.register_as, version, gray, truth_rgb, margin_db=p.champion_margin_db,
                                       baselines={name: test[name]["psnr"] for name in ("gray", "constant")})

@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from src.entry import stage_main
-from src.files import atomic_path, sha256_file, write_json
-from src.params import ShardParams
-from src.paths import HSV_DIR, SHARD_DIR
-from src.shards import MANIFEST, SPLITS, header_bytes, order_key, split_of
+from src.core.entry import stage_main
+from src.core.files import atomic_path, sha256_file, write_json
+from src.core.params import ShardParams
+from src.core.paths import HSV_DIR, SHARD_DIR
+from src.data.shards import MANIFEST, SPLITS, header_bytes, order_key, split_of
 
 log = logging.getLogger(__name__)
 

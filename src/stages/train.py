@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from src import colour
-from src.entry import stage_main
-from src.files import atomic_path, write_json
-from src.params import TrainParams, as_flat_dict
-from src.paths import MODEL_DIR, ROOT, SHARD_DIR, TRAIN_CACHE, TRAIN_HISTORY, TRAIN_METRICS
-from src.shards import MANIFEST, ShardSet
+from src.data import colour
+from src.core.entry import stage_main
+from src.core.files import atomic_path, write_json
+from src.core.params import TrainParams, as_flat_dict
+from src.core.paths import MODEL_DIR, ROOT, SHARD_DIR, TRAIN_CACHE, TRAIN_HISTORY, TRAIN_METRICS
+from src.data.shards import MANIFEST, ShardSet
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def resume_dir(p: TrainParams, shards: ShardSet, cache: Path) -> Path:
     resumes a stale one."""
     key = json.dumps(as_flat_dict(p), sort_keys=True, default=str) + (shards.root / MANIFEST).read_text()
     if p.init_from:
-        from src import release
+        from src.model import release
 
         key += release.verify(ROOT / p.init_from)
     return cache / hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -44,10 +44,10 @@ def run(p: TrainParams, shards_dir: Path = SHARD_DIR, model_dir: Path = MODEL_DI
     """Train and track one run; returns the metrics written to `metrics`."""
     import mlflow
 
-    from src import fit, tracking
-    from src.model import check_size
-    from src.pipeline import InputSpec
-    from src.predict import Colorizer, save
+    from src.training import fit, tracking
+    from src.model.network import check_size
+    from src.data.pipeline import InputSpec
+    from src.model.predict import Colorizer, save
 
     shards = ShardSet.open(shards_dir)
     size = p.model.inference_size or shards.image_size  # what the saved model colours at

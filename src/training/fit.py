@@ -15,13 +15,15 @@ import keras
 import numpy as np
 import pandas as pd
 
-from src import colour, determinism, efficientnet_lite, hints
-from src.losses import TargetLoss, TargetRMSE, class_weights
-from src.model import HINT_PREFIX, build_model, output_stride
-from src.params import TrainParams
-from src.paths import ROOT
-from src.pipeline import InputSpec, dataset
-from src.shards import ShardSet
+from src.data import colour, hints
+from src.core import determinism
+from src.model import efficientnet_lite
+from src.model.losses import TargetLoss, TargetRMSE, class_weights
+from src.model.network import HINT_PREFIX, build_model, output_stride
+from src.core.params import TrainParams
+from src.core.paths import ROOT
+from src.data.pipeline import InputSpec, dataset
+from src.data.shards import ShardSet
 
 log = logging.getLogger(__name__)
 MONITORS = ("val_rmse", "val_loss")
@@ -112,7 +114,7 @@ class TimeBudget(keras.callbacks.Callback):
 
 
 def configure(p: TrainParams) -> None:
-    """Seeds, determinism (src/determinism.py), devices and precision; call before building models."""
+    """Seeds, determinism (src/core/determinism.py), devices and precision; call before building models."""
     determinism.configure(p.seed)
     if p.devices > 1:
         split_cpu(p.devices)
@@ -251,7 +253,7 @@ def compile_model(p: TrainParams, image_size: int, total_steps: int, prior: np.n
     if prior is not None:
         start_at_prior(model, prior)
     if p.init_from:
-        from src import release
+        from src.model import release
 
         started = release.warm_start(model, ROOT / p.init_from, copy_hint_decoder=p.hint_start == "copy")
         log.info("started %d of %d variables from %s", started, len(model.weights), p.init_from)

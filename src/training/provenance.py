@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from src.paths import DVC_LOCK, PARAMS_FILE, ROOT
+from src.core.paths import DVC_LOCK, PARAMS_FILE, ROOT
 
 
 def git_dirty(root: Path = ROOT) -> str:

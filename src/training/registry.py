@@ -9,7 +9,7 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from src import metrics
+from src.data import metrics
 
 log = logging.getLogger(__name__)
 CHAMPION = "champion"

@@ -13,9 +13,9 @@ import keras
 import mlflow
 import numpy as np
 
-from src.paths import ROOT
-from src.provenance import dvc_hash, git_commit
-from src.shards import MANIFEST, ShardSet
+from src.core.paths import ROOT
+from src.training.provenance import dvc_hash, git_commit
+from src.data.shards import MANIFEST, ShardSet
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class EpochLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch)
         if self.colorize and epoch % self.every == 0 and len(self.samples):
-            from src.predict import sample_grid
+            from src.model.predict import sample_grid
 
             mlflow.log_image(sample_grid(self.samples, self.colorize(self.model, self.samples)), key="samples",
                              step=epoch)

@@ -1,0 +1,1 @@
+"""The network and its weights: the U-Net and its pretrained encoder, losses, inference, the released model."""

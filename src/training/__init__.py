@@ -1,0 +1,1 @@
+"""Training and tracking: the fit loop, MLflow runs, provenance, the model registry."""
