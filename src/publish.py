@@ -5,7 +5,7 @@
 
 The packed weights (what users load: src/model/release.py) are scored beside the trained float32 ones, gray and constant
 colour on the pipeline's validation split and on --extra (resized to 256x256, the published protocol), so the
-card says what packing cost. The card's front matter holds every figure and param; tests/test_release.py checks
+card says what packing cost. The card's front matter holds every figure and param; tests/model/test_release.py checks
 them against experiments/recipe.yaml and, where ../shared exists, CBSD68.
 """
 from __future__ import annotations

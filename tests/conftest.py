@@ -21,7 +21,7 @@ def git_status() -> str:
     return subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
 
 
-SHARED_MODULE_FIXTURES = ("tests.test_app", "tests.test_evaluate")
+SHARED_MODULE_FIXTURES = ("tests.test_app", "tests.stages.test_evaluate")
 LONGEST = "test_the_ci_quality_profile_beats_both_baselines_on_cbsd68"  # a third of the suite's work
 
 

@@ -25,7 +25,7 @@ from src.data.colour import chroma_bins, luma
 from src.serving.stamp import DIGITAL_SOURCE_TYPE
 from tests.conftest import photo
 from tests.services import app_page, free_port, start, stop, wait_for
-from tests.test_evaluate import shards, trained  # noqa: F401  fixtures: a model that learnt real colours
+from tests.stages.test_evaluate import shards, trained  # noqa: F401  fixtures: a model that learnt real colours
 
 pytest.importorskip("gradio", reason='the web app\'s extra is not installed (pip install -e ".[app]")')
 SCREENSHOT = "COLORIZER_SCREENSHOT"  # where the page-with-a-result test also saves its screenshot (docs/serving.md)
@@ -279,7 +279,7 @@ def test_the_page_serves_the_release_unless_the_champion_beat_it(trained, shards
     from src.model import release
     from src.core.params import EvaluateParams
     from src.stages import evaluate
-    from tests.test_evaluate import run_evaluate, where
+    from tests.stages.test_evaluate import run_evaluate, where
 
     model_tmp, uri = trained
     p = EvaluateParams(register_as="colorizer")

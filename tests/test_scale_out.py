@@ -102,7 +102,7 @@ from pathlib import Path
 import src
 from src.training import fit
 from src.data.shards import ShardSet
-from tests.test_train import FAST
+from tests.stages.test_train import FAST
 p = replace(FAST, epochs=1, devices={devices}, batch_size=16)
 fit.configure(p)
 r = fit.fit(p, ShardSet.open({str(shards_root)!r}), Path(tempfile.mkdtemp()), verbose=0)
@@ -131,7 +131,7 @@ def test_the_pipeline_tuning_and_serving_through_an_mlflow_server_on_postgres(re
     repo = tmp_path / "repo"
     shutil.copytree(reproduced, repo, symlinks=True)
     first = (repo / "reports" / "eval.json").read_bytes()
-    # the 5-photo model loses to both baselines and would be kept out of `champion` (tests/test_evaluate.py);
+    # the 5-photo model loses to both baselines and would be kept out of `champion` (tests/stages/test_evaluate.py);
     # this test is about the machinery, so it lets the model through
     set_params(repo, "evaluate.champion_margin_db=-5")
     with mlflow_server(pg_databases(), tmp_path / "artifacts") as uri:

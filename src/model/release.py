@@ -26,7 +26,7 @@ RELEASE_DIR = ROOT / "release"
 NAME = "colorizer-lite0-v4"  # v1 (the automatic colorizer) with a hint decoder and encoder; v1.npz is its base
 WEIGHTS = RELEASE_DIR / f"{NAME}.npz"
 CARD = RELEASE_DIR / "MODEL_CARD.md"
-PROFILE = ROOT / "experiments" / "hints_sparse.yaml"  # its params; tests/test_release.py checks them
+PROFILE = ROOT / "experiments" / "hints_sparse.yaml"  # its params; tests/model/test_release.py checks them
 SMALL = 4096  # arrays with fewer values stay float32: biases, BatchNorm scales and statistics
 META_KEY = "meta.json"
 

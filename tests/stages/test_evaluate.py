@@ -23,7 +23,7 @@ from src.model.predict import load
 from src.stages import evaluate, train
 from tests.conftest import build_shards, code_carrying_model, photo, shared_folder
 from tests.services import invoke, model_server
-from tests.test_train import FAST
+from tests.stages.test_train import FAST
 
 
 @pytest.fixture(scope="module")

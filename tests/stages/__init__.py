@@ -1,0 +1,1 @@
+"""Tests of src/stages/: each DVC stage on small real data."""
