@@ -77,9 +77,9 @@ def table(experiment: str, evaluated_on: str = "extra") -> pd.DataFrame:
     return out.sort_values("started").reset_index(drop=True)
 
 
-def before_after(model: str, photos: list[Path], out: Path, size: int = 256) -> None:
-    """A picture for the README: one row per photo, gray | colourised | truth, at size x size. `model`: as
-    `python -m src.colorize --model` takes it."""
+def before_after(models: list[str], photos: list[Path], out: Path, size: int = 256) -> None:
+    """A picture for the README: one row per photo, gray | each model's colours | truth, at size x size. Each of
+    `models`: as `python -m src.colorize --model` takes it."""
     import cv2
     import numpy as np
 
@@ -88,10 +88,10 @@ def before_after(model: str, photos: list[Path], out: Path, size: int = 256) -> 
     from src.core.files import atomic_path
     from src.model.predict import grid
 
-    colorizer = choose(model).colorizer
     truths = [cv2.resize(images.read(p, 10**9).bgr, (size, size), interpolation=cv2.INTER_AREA) for p in photos]
     grays = [cv2.cvtColor(colour.luma(t), cv2.COLOR_GRAY2BGR) for t in truths]
-    picture = grid([np.stack(grays), np.stack(colorizer.colorize(truths)), np.stack(truths)], scale=1)
+    coloured = [np.stack(choose(model).colorizer.colorize(truths)) for model in models]
+    picture = grid([np.stack(grays), *coloured, np.stack(truths)], scale=1)
     with atomic_path(out) as tmp:
         cv2.imwrite(str(tmp), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
 
@@ -104,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--picture", nargs="+", type=Path, metavar="PHOTO",
                         help="instead: write a gray | colourised | truth picture of these photos")
     parser.add_argument("--picture-out", type=Path, default=Path("docs/before_after.png"))
-    parser.add_argument("--model", default="release",
-                        help="for --picture: release, a model folder or an MLflow URI (default: %(default)s)")
+    parser.add_argument("--model", nargs="+", default=["release"],
+                        help="for --picture: release, a model folder or an MLflow URI; several give a column each, in "
+                             "order (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.picture:
         before_after(args.model, args.picture, args.picture_out)

@@ -66,3 +66,22 @@ def test_a_model_that_carries_code_is_refused_in_one_line(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr
     (error,) = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
     assert f"cannot load model {model_dir}" in error and "Lambda" in error
+
+
+def test_the_before_after_picture_has_a_column_per_model_between_gray_and_truth(tmp_path):
+    """`python -m src.results --picture` (the README's and issue 37's grids): gray | each --model | truth."""
+    photos = []
+    for i in range(2):
+        photos.append(tmp_path / f"p{i}.png")
+        cv2.imwrite(str(photos[-1]), photo((60, 90), seed=20 + i))
+    out = tmp_path / "grid.png"
+    done = subprocess.run([sys.executable, "-m", "src.results", "--picture", *map(str, photos), "--model", "release",
+                           "release", "--picture-out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    assert done.returncode == 0, done.stderr
+    picture = cv2.imread(str(out))
+    assert picture.shape[:2] == (2 * 256, 4 * 256)  # 2 photos; gray, release twice, truth
+    left, one, two, right = (picture[:256, k * 256:(k + 1) * 256].astype(int) for k in range(4))
+    assert np.array_equal(one, two) and (left.max(-1) - left.min(-1)).max() <= 1  # gray has no colour
+    truth = cv2.resize(cv2.imread(str(photos[0])), (256, 256), interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(right - truth).mean() < 2
