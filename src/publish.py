@@ -34,6 +34,12 @@ TERMS = {  # ../shared/data/README.md
     "imagenette": "ImageNet terms (Imagenette, fast.ai): non-commercial research",
     "scenes": "Intel scene classification, published for a public challenge: research use",
     "coco": "COCO 2017: Flickr Creative Commons licences per photo, several NonCommercial",
+    "caltech101": "Caltech-101 (Fei-Fei, Fergus, Perona 2004): research use",
+    "cars": "Stanford Cars (Krause et al. 2013): non-commercial research",
+    "clothing": "clothing-dataset (Grigorev): CC0 1.0",
+    "people": "Clothing Co-Parsing (Yang et al. 2014): Apache-2.0 file in its repository",
+    "pets": "Kaggle Dogs vs. Cats and breed photos: research use",
+    "grocery": "Grocery Store Dataset (Klasson et al. 2019): MIT",
 }
 
 
@@ -74,7 +80,7 @@ def score(colorizers: dict, extra: Path | None, size: int, batch_size: int) -> d
             for set_name, s in summary.items()}
 
 
-def card(front: dict, size_bytes: int) -> str:
+def card(front: dict, weights: Path) -> str:
     """MODEL_CARD.md: YAML front matter (every figure) and the text people read."""
     t, data, m = front["trained"], front["photos"], front["metrics"]
     rows = "\n".join(f"| {folder} | {c.get('train', 0):,} | {c.get('val', 0):,} | {c.get('test', 0):,} | "
@@ -127,15 +133,17 @@ colours. Every output says so in its metadata (IPTC digital source type trainedA
 {hint_text}
 ## Training photos
 
-{total:,} training photos from four folders of real photos (validation and test are held out of the same mix):
+{total:,} training photos from {len(data)} folders of real photos (validation and test are held out of the same mix;
+docs/training.md says how to build each):
 
 | folder | train | val | test | terms |
 | --- | ---: | ---: | ---: | --- |
 {rows}
 
-**What the terms mean for these weights.** Most training photos are ImageNet-derived, whose terms allow
-non-commercial research only, and several COCO photos carry NonCommercial licences. The weights are learnt from
-them, so they are released for **non-commercial research and education only**; commercial use needs a model
+**What the terms mean for these weights.** Many training photos are ImageNet-derived, whose terms allow
+non-commercial research only; Stanford Cars is for non-commercial research too, and several COCO photos carry
+NonCommercial licences. The weights are learnt from them and inherit the most restrictive of their terms, so they are
+released for **non-commercial research and education only**; commercial use needs a model
 retrained on photos licensed for it (`python -m src.profile` with your own `download.folders`). The code's own
 terms do not extend to the weights.
 
@@ -158,9 +166,9 @@ saturation-weighted, in degrees; colourfulness is Hasler and Suesstrunk's (docs/
 
 ## The file
 
-`{release.WEIGHTS.name}` ({size_bytes / 2**20:.1f} MiB): {stored}, float16 (vectors under {release.SMALL} values
+`{weights.name}` ({weights.stat().st_size / 2**20:.1f} MiB): {stored}, float16 (vectors under {release.SMALL} values
 float32), with the params that rebuild the network.
-SHA-256 `{front['sha256']}`, also in `{release.checksum_file(release.WEIGHTS).name}`: `sha256sum -c` checks it, and
+SHA-256 `{front['sha256']}`, also in `{release.checksum_file(weights).name}`: `sha256sum -c` checks it, and
 every load refuses a file that does not match.
 """
 
@@ -171,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra", type=Path, help="a folder of colour photos to report on, e.g. ../shared/data/cbsd68")
     parser.add_argument("--image-size", type=int, default=256, help="--extra photos' size (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=16, help="(default: %(default)s)")
+    parser.add_argument("--name", default=release.NAME,
+                        help="release name: release/NAME.npz, and its card (release/MODEL_CARD.md for the default, else "
+                             "release/NAME.md); another name packs a model that a later release is built on "
+                             "(default: %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.extra and not args.extra.is_dir():
@@ -183,20 +195,21 @@ def main(argv: list[str] | None = None) -> int:
     params = lock_stage("train").get("params", {}).get("params.yaml", {}).get("train")
     if params is None:
         parser.error("dvc.lock has no train params: publish a model that `dvc repro` trained")
-    front = {"name": release.NAME, "sha256": "", "image_size": trained.image_size, "params": params,
+    weights = release.RELEASE_DIR / f"{args.name}.npz"
+    front = {"name": args.name, "sha256": "", "image_size": trained.image_size, "params": params,
              "trained": training_run(meta), "photos": photo_counts(SHARD_DIR)}
     base = release.ROOT / params["init_from"] if params.get("init_from") else None
     if base:
         front["base"] = {"file": base.name, "sha256": release.verify(base)}
     digest = release.write(trained.model, {k: front[k] for k in ("name", "image_size", "trained")} | {"train": params},
-                           base=base)
+                           weights=weights, base=base)
     front["sha256"] = digest
-    log.info("packed %s (%.1f MiB, SHA-256 %s); scoring it", release.WEIGHTS, release.WEIGHTS.stat().st_size / 2**20,
-             digest)
-    front["metrics"] = score({"release": release.load(), "trained": trained}, args.extra, args.image_size,
+    log.info("packed %s (%.1f MiB, SHA-256 %s); scoring it", weights, weights.stat().st_size / 2**20, digest)
+    front["metrics"] = score({"release": release.load(weights), "trained": trained}, args.extra, args.image_size,
                              args.batch_size)
-    write_text(release.CARD, card(front, release.WEIGHTS.stat().st_size))
-    log.info("wrote %s", release.CARD)
+    card_file = release.CARD if args.name == release.NAME else weights.with_suffix(".md")
+    write_text(card_file, card(front, weights))
+    log.info("wrote %s", card_file)
     return 0
 
 
