@@ -19,9 +19,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from benchmarks.common import RESULTS, save
+from src.core.paths import ROOT
 from src.data import hints, metrics
 from src.serving.choice import choose
-from src.core.paths import ROOT
 from src.stages.evaluate import folder_photos
 
 PLOT = ROOT / "docs" / "hints_psnr.png"

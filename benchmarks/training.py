@@ -64,10 +64,10 @@ def worker(variant: str, shards_dir: str, model: str, seconds: float, result_fil
     """Runs in a child process: one long fit, timed after warm-up batches; writes img/s."""
     import numpy as np
 
-    from src.training import fit
     from src.core.params import ModelParams, TrainParams
     from src.data.pipeline import InputSpec, arrays, dataset
     from src.data.shards import ShardSet
+    from src.training import fit
 
     shards = ShardSet.open(shards_dir)
     p = TrainParams(model=ModelParams(**json.loads(model)), batch_size=16)

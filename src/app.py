@@ -32,11 +32,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from src.colorize import output_names, positive
 from src.data import colour, hints, images
+from src.model.predict import Colorizer
 from src.serving import stamp
 from src.serving.choice import Chosen, choose
-from src.colorize import output_names, positive
-from src.model.predict import Colorizer
 
 log = logging.getLogger(__name__)
 MAX_UPLOAD_MB = 50

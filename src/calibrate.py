@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from src.data import colour, metrics
 from src.core.files import write_text
 from src.core.paths import MODEL_DIR, SHARD_DIR
+from src.data import colour, metrics
 
 TEMPERATURES = (1.0, 0.85, 0.7, 0.5, 0.38)
 BOOSTS = (0.0, 0.25, 0.5, 1.0, 4.0, 16.0, 64.0)  # fine steps first: a model with PSNR to spare needs a small one
@@ -41,8 +41,8 @@ def sweep(model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD_DIR, temperature
           sizes=None, split: str = "val", batch_size: int = 16) -> pd.DataFrame:
     """One row per (size, temperature, boost): mean PSNR gain over gray, colourfulness share, hue error share and
     the worst ratio to the targets."""
-    from src.model.predict import Colorizer, load
     from src.data.shards import ShardSet
+    from src.model.predict import Colorizer, load
     from src.stages.evaluate import baselines, train_mean_colour
 
     base = load(model_dir)

@@ -29,9 +29,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from src.core.files import atomic_path
 from src.data import hints, images
 from src.serving import stamp
-from src.core.files import atomic_path
 
 log = logging.getLogger(__name__)
 MAX_PIXELS = 100_000_000

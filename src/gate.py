@@ -22,10 +22,10 @@ import sys
 from pathlib import Path
 
 from src.core import params
-from src.training import provenance
 from src.core.files import write_json
 from src.core.params import EvaluateParams
 from src.core.paths import EVAL_METRICS, ROOT
+from src.training import provenance
 
 EVAL_STAGE = "evaluate"
 

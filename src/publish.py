@@ -22,9 +22,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from src.model import release
 from src.core.files import write_text
 from src.core.paths import MODEL_DIR, SHARD_DIR
+from src.model import release
 from src.training.provenance import lock_stage
 
 log = logging.getLogger(__name__)

@@ -83,10 +83,10 @@ def before_after(models: list[str], photos: list[Path], out: Path, size: int = 2
     import cv2
     import numpy as np
 
-    from src.data import colour, images
-    from src.serving.choice import choose
     from src.core.files import atomic_path
+    from src.data import colour, images
     from src.model.predict import grid
+    from src.serving.choice import choose
 
     truths = [cv2.resize(images.read(p, 10**9).bgr, (size, size), interpolation=cv2.INTER_AREA) for p in photos]
     grays = [cv2.cvtColor(colour.luma(t), cv2.COLOR_GRAY2BGR) for t in truths]

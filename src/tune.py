@@ -221,8 +221,8 @@ class Objective:
         import mlflow
         from optuna_integration import KerasPruningCallback
 
-        from src.training import fit
         from src.data.shards import ShardSet
+        from src.training import fit
         from src.training.tracking import EpochLogger
 
         storage = trial.study._storage  # noqa: SLF001 - Optuna exposes no public accessor

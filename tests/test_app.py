@@ -233,11 +233,11 @@ def test_the_page_and_small_photos_are_answered_while_a_large_photo_is_coloured(
 
 def test_vividness_re_decodes_stored_outputs_without_the_network(tmp_path):
     from src import app as web
-    from src.serving.choice import Chosen
-    from src.model.network import build_model
     from src.core.params import ModelParams
     from src.data.pipeline import InputSpec
+    from src.model.network import build_model
     from src.model.predict import Colorizer
+    from src.serving.choice import Chosen
 
     model = build_model(ModelParams(encoder="light", encoder_widths=(8, 16), decoder_widths=(8,), target="bins"), 32)
     head = model.get_layer("head")  # every pixel: 40% gray, 60% a red class (not left to a random init)
@@ -275,10 +275,10 @@ def test_the_page_serves_the_release_unless_the_champion_beat_it(trained, shards
     from mlflow.tracking import MlflowClient
 
     from src import app as web
-    from src.training import registry
-    from src.model import release
     from src.core.params import EvaluateParams
+    from src.model import release
     from src.stages import evaluate
+    from src.training import registry
     from tests.stages.test_evaluate import run_evaluate, where
 
     model_tmp, uri = trained

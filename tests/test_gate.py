@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from src import gate
-from src.model import release
 from src.core.params import EvaluateParams
+from src.model import release
 from tests.conftest import SHARED_DATA, noise, shared_folder
 from tests.repo import copy_repo, dvc, run
 from tests.services import unavailable

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from src.data import colour, hints
 from src.core.params import ModelParams
+from src.data import colour, hints
 from src.data.shards import ShardSet
 
 # Shards are written in a seeded order mixing photos, and training interleaves 8 of them, so a shuffle buffer of

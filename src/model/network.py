@@ -10,9 +10,9 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from src.core.params import ModelParams
 from src.data import colour, hints
 from src.model import efficientnet_lite
-from src.core.params import ModelParams
 
 HINT_PREFIX = "hint_"  # a separate hint decoder's layers
 # ResNet50 stage outputs by name (Keras 3), shallow to deep; the original looked them up as 'activation_9' etc.,

@@ -16,11 +16,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from src.model import efficientnet_lite
 from src.core.files import atomic_path, sha256_file
-from src.model.network import HINT_PREFIX
 from src.core.params import from_dict
 from src.core.paths import ROOT
+from src.model import efficientnet_lite
+from src.model.network import HINT_PREFIX
 
 RELEASE_DIR = ROOT / "release"
 NAME = "colorizer-lite0-v4"  # v1 (the automatic colorizer) with a hint decoder and encoder; v1.npz is its base
@@ -140,8 +140,8 @@ def _stored(weights: Path) -> tuple[dict, dict[str, np.ndarray]]:
 
 def load(weights: Path = WEIGHTS):
     """The released Colorizer, after the SHA-256 check (ReleaseError with a one-line reason if it fails)."""
-    from src.model.network import build_model
     from src.data.pipeline import InputSpec
+    from src.model.network import build_model
     from src.model.predict import Colorizer
 
     meta, stored = _stored(weights)

@@ -19,11 +19,11 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from src.data import fetch
 from src.core.entry import stage_main
 from src.core.files import atomic_path, sha256_file
 from src.core.params import DownloadParams
 from src.core.paths import DOWNLOAD_CACHE, RAW_DIR
+from src.data import fetch
 
 log = logging.getLogger(__name__)
 

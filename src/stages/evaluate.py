@@ -22,15 +22,15 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from src.data import colour, hints, images, metrics
 from src.core import params
-from src.model import release
 from src.core.entry import stage_main
 from src.core.files import atomic_path, write_json
 from src.core.params import EvaluateParams, TrainParams
 from src.core.paths import EVAL_IMAGES, EVAL_METRICS, EVAL_SAMPLES, MODEL_DIR, SHARD_DIR
-from src.model.predict import META_FILE, Colorizer, grid, load
+from src.data import colour, hints, images, metrics
 from src.data.shards import ShardSet
+from src.model import release
+from src.model.predict import META_FILE, Colorizer, grid, load
 
 log = logging.getLogger(__name__)
 FEW_PHOTOS = 100  # below this many training photos a losing model is explained by the data, not the recipe
@@ -222,8 +222,8 @@ def track(p: EvaluateParams, result: dict, where: TrainParams, model_dir: Path =
     models/ folder from a shared remote must not redirect the results."""
     import mlflow
 
-    from src.training import registry, tracking
     from src.serving import pyfunc
+    from src.training import registry, tracking
 
     meta = json.loads((model_dir / META_FILE).read_text())
     tracking.connect(tracking.resolve_uri(where.tracking_uri), where.experiment)

@@ -26,12 +26,12 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from src.data import images
-from src.data.colour import bgr_to_record
 from src.core.entry import stage_main
 from src.core.files import atomic_path, write_json
 from src.core.params import HsvSplitParams
 from src.core.paths import HSV_DIR, HSV_METRICS, HSV_REPORT, RAW_DIR
+from src.data import images
+from src.data.colour import bgr_to_record
 
 log = logging.getLogger(__name__)
 WINDOW_PER_WORKER = 4  # files in flight per worker: bounds memory and what a dying worker takes with it

@@ -18,11 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
-from src.data import colour
 from src.core.entry import stage_main
 from src.core.files import atomic_path, write_json
 from src.core.params import TrainParams, as_flat_dict
-from src.core.paths import MODEL_DIR, ROOT, SHARD_DIR, TRAIN_CACHE, TRAIN_HISTORY, TRAIN_METRICS
+from src.core.paths import (
+    MODEL_DIR,
+    ROOT,
+    SHARD_DIR,
+    TRAIN_CACHE,
+    TRAIN_HISTORY,
+    TRAIN_METRICS,
+)
+from src.data import colour
 from src.data.shards import MANIFEST, ShardSet
 
 log = logging.getLogger(__name__)
@@ -44,10 +51,10 @@ def run(p: TrainParams, shards_dir: Path = SHARD_DIR, model_dir: Path = MODEL_DI
     """Train and track one run; returns the metrics written to `metrics`."""
     import mlflow
 
-    from src.training import fit, tracking
-    from src.model.network import check_size
     from src.data.pipeline import InputSpec
+    from src.model.network import check_size
     from src.model.predict import Colorizer, save
+    from src.training import fit, tracking
 
     shards = ShardSet.open(shards_dir)
     size = p.model.inference_size or shards.image_size  # what the saved model colours at

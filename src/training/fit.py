@@ -15,15 +15,15 @@ import keras
 import numpy as np
 import pandas as pd
 
-from src.data import colour, hints
 from src.core import determinism
+from src.core.params import TrainParams
+from src.core.paths import ROOT
+from src.data import colour, hints
+from src.data.pipeline import InputSpec, dataset
+from src.data.shards import ShardSet
 from src.model import efficientnet_lite
 from src.model.losses import TargetLoss, TargetRMSE, class_weights
 from src.model.network import HINT_PREFIX, build_model, output_stride
-from src.core.params import TrainParams
-from src.core.paths import ROOT
-from src.data.pipeline import InputSpec, dataset
-from src.data.shards import ShardSet
 
 log = logging.getLogger(__name__)
 MONITORS = ("val_rmse", "val_loss")

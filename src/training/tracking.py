@@ -14,8 +14,8 @@ import mlflow
 import numpy as np
 
 from src.core.paths import ROOT
-from src.training.provenance import dvc_hash, git_commit
 from src.data.shards import MANIFEST, ShardSet
+from src.training.provenance import dvc_hash, git_commit
 
 log = logging.getLogger(__name__)
 

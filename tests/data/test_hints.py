@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from src.data import colour, hints
-from src.training import fit
 from src.data.pipeline import InputSpec, dataset
+from src.training import fit
 from tests.stages.test_train import FAST
 
 QUADRANTS_BGR = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 200, 200)]  # top left, top right, bottom left, right

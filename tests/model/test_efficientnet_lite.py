@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from src.model import efficientnet_lite
-from src.training import fit
 from src.core.params import ModelParams, TrainParams, from_dict
+from src.model import efficientnet_lite
 from src.model.torch_file import MAGIC, UnsafePickle, read_state_dict
+from src.training import fit
 from tests.conftest import shared_folder
 
 # (tensor, index, value) read once from the wheel's file with torch's own layout in mind; 50 tensors there are

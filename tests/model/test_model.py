@@ -5,10 +5,10 @@ import keras
 import numpy as np
 import pytest
 
+from src.core.params import ModelParams
 from src.data import colour
 from src.model.losses import TargetLoss, TargetRMSE
 from src.model.network import build_model
-from src.core.params import ModelParams
 
 
 @pytest.mark.parametrize(

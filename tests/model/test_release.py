@@ -10,11 +10,11 @@ import pytest
 import yaml
 from PIL import Image
 
+from src.core.files import sha256_file
 from src.data import colour, metrics
 from src.model import release
-from src.serving import stamp
-from src.core.files import sha256_file
 from src.profile import flatten
+from src.serving import stamp
 from src.stages.download import sample_photos
 from tests.conftest import noise, shared_folder
 from tests.test_colorize import colorize

@@ -6,13 +6,13 @@ import dataclasses
 import numpy as np
 import pytest
 
+from src.core.params import from_dict
 from src.data import colour, hints
-from src.training import fit
+from src.data.pipeline import InputSpec
 from src.model import release
 from src.model.network import HINT_PREFIX, build_model
-from src.core.params import from_dict
-from src.data.pipeline import InputSpec
 from src.model.predict import Colorizer
+from src.training import fit
 
 RED = hints.colour_of("#e02020", "bins")
 

@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import cv2
 import pytest
 
-from src.data import fetch
 from src.core.params import DownloadParams
+from src.data import fetch
 from src.stages import download
 from tests.conftest import photo, shared_folder
 

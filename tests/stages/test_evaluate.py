@@ -17,8 +17,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from src import colorize
-from src.data import colour
 from src.core.params import EvaluateParams, TrainParams
+from src.data import colour
 from src.model.predict import load
 from src.stages import evaluate, train
 from tests.conftest import build_shards, code_carrying_model, photo, shared_folder

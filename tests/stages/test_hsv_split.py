@@ -17,8 +17,8 @@ import psutil
 import pytest
 from PIL import Image
 
-from src.data import colour, images
 from src.core.params import HsvSplitParams
+from src.data import colour, images
 from src.stages import hsv_split
 from tests.conftest import ROOT, photo, shared_folder
 

@@ -16,10 +16,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from src.data import colour
-from src.training import fit
 from src.core.params import ModelParams, TrainParams
+from src.data import colour
 from src.stages import train
+from src.training import fit
 from src.training.tracking import TrackingUnavailable
 from tests.repo import copy_repo, dvc, env
 from tests.services import free_port, mlflow_server
@@ -52,9 +52,9 @@ def test_weight_averaging_keeps_the_averaged_weights_it_validated(tiny_shards, t
 
 @pytest.mark.parametrize("target", ["bins", "cbcr_bins"])
 def test_the_bins_target_trains_and_colourises(tiny_shards, tmp_path, target):
-    from src.training.fit import class_prior
     from src.data.pipeline import InputSpec
     from src.model.predict import Colorizer
+    from src.training.fit import class_prior
 
     # the head starts at the class prior of the target's own plane: its mean is the training photos' mean colour
     # and its spread the photos' (plus the soft labels' own 2 sigma^2): these gray-on-average photos have a mean
