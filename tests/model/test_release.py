@@ -91,7 +91,15 @@ def test_the_card_names_the_file_its_checksum_and_the_profile_it_was_trained_wit
     card = flatten(front["params"])
     assert {k: card.get(k) for k in profile} == {k: list(v) if isinstance(v, tuple) else v for k, v in profile.items()}
     assert release.read_meta()["train"] == front["params"]  # what the file rebuilds is what the card says
-    assert set(front["photos"]) == {"imagenet-sample", "imagenette", "scenes", "coco"}
+    trained_on = yaml.safe_load(release.PROFILE.read_text())["download"]["folders"]
+    assert set(front["photos"]) == {Path(folder).name for folder in trained_on}
+    base = release.RELEASE_DIR / front["base"]["file"]  # the automatic model it is built on, from its own profile
+    assert front["base"]["sha256"] == sha256_file(base) and release.BASE_PROFILE.exists()
+    base_profile = yaml.safe_load(release.BASE_PROFILE.read_text())
+    assert base_profile["download"]["folders"] == trained_on
+    stored = flatten(release.read_meta(base)["train"])
+    assert {k: stored.get(k) for k in flatten(base_profile["train"])} == {
+        k: list(v) if isinstance(v, tuple) else v for k, v in flatten(base_profile["train"]).items()}
     for set_name in ("val", "cbsd68"):
         s = front["metrics"][set_name]
         assert s["release"]["psnr"] > max(s["gray"]["psnr"], s["constant"]["psnr"])
@@ -114,3 +122,29 @@ def test_the_release_scores_on_cbsd68_what_its_card_says():
         for figure, value in card[method].items():
             assert table.loc[method, figure] == pytest.approx(value, abs=0.02), (method, figure)
     assert table.loc["gray", "psnr"] == pytest.approx(card["gray"]["psnr"], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_publish_packs_a_named_base_without_scores_and_it_colours_as_the_trained_model(reproduced, tmp_path):
+    """`python -m src.publish --name NAME --no-score` (how release v5's automatic model was packed): the file and its
+    checksum, no card, the release's own card untouched, and the packed weights colour as the pipeline's model."""
+    import json
+    import sys
+
+    from tests.repo import run
+    from tests.test_gate import variant
+
+    repo = variant(reproduced, tmp_path)
+    card_before = (repo / "release" / "MODEL_CARD.md").read_text()
+    run([sys.executable, "-m", "src.publish", "--name", "my-base", "--no-score"], repo)
+    weights = repo / "release" / "my-base.npz"
+    assert (repo / "release" / "my-base.sha256").read_text() == f"{sha256_file(weights)}  my-base.npz\n"
+    assert not (repo / "release" / "my-base.md").exists()
+    assert (repo / "release" / "MODEL_CARD.md").read_text() == card_before
+    code = ("import json, numpy as np; from pathlib import Path; from src.model import release; "
+            "from src.model.predict import load; from tests.conftest import photo; "
+            "im = [photo((64, 96), seed=3)]; a = release.load(Path('release/my-base.npz')).colorize(im)[0]; "
+            "b = load(Path('models')).colorize(im)[0]; "
+            "print(json.dumps([float(np.abs(a.astype(int) - b).max()), release.read_meta(Path('release/my-base.npz'))['name']]))")
+    worst, name = json.loads(run([sys.executable, "-c", code], repo).stdout.strip().splitlines()[-1])
+    assert name == "my-base" and worst <= 3  # float16 packing moves a level or two at most
