@@ -63,7 +63,7 @@ def test_the_default_pipeline_passes_the_gate_and_says_why_it_loses(reproduced, 
 def test_a_real_regression_fails_the_gate(reproduced, tmp_path, regression):
     repo = variant(reproduced, tmp_path)
     if regression.startswith("code"):  # chroma = (cos, sin)(hue) without the S factor: every target fully saturated
-        path = repo / "src" / "colour.py"
+        path = repo / "src" / "data" / "colour.py"
         text = path.read_text()
         wrong = text.replace("return xp.stack([sat * xp.cos(angle), sat * xp.sin(angle)], axis=-1)",
                              "return xp.stack([xp.cos(angle), xp.sin(angle)], axis=-1)")
