@@ -104,20 +104,20 @@ same photos with 10 hints drawn from the truth (docs/serving.md).
     hint_parts = ("the hint decoder and its own encoder, as its difference from the wheel's weights" if copy
                   else "the hint decoder")
     if "base" in front:
+        b = front["base"]["trained"]
         hint_text += f"""
 The hints go to a second decoder trained beside `{front['base']['file']}`{
 " on a fine-tuned copy of its encoder that also sees the hints" if copy else ""}, whose weights it keeps unchanged:
 without hints, and beyond a hint's reach (about a third of the photo), it colours exactly as that model does.
-That model was trained {front['base']['trained']['date']} in {front['base']['trained']['train_s']:.0f} s \
-({front['base']['trained']['img_per_s']} img/s, commit `{front['base']['trained']['commit']}`, MLflow run \
-`{front['base']['trained']['mlflow_run_id']}`).
+That model was trained {b['date']} in {b['train_s']:.0f} s ({b['img_per_s']} img/s, commit `{b['commit']}`, MLflow run \
+`{b['mlflow_run_id']}`).
 """
     stored = ("the decoder and head, and the encoder's difference from the wheel's weights" if "base" not in front
               else f"what training changed ({hint_parts}); the rest is read from `{front['base']['file']}` beside "
                    f"it, whose SHA-256 it names")
     retrain = (f"`python -m src.profile {release.BASE_PROFILE.relative_to(release.ROOT)} && dvc repro && python -m "
                f"src.publish --name {front['base']['file'].removesuffix('.npz')} --no-score`, then "
-               if "base" in front and release.BASE_PROFILE else "")
+               if "base" in front else "")
     retrain += (f"`python -m src.profile {release.PROFILE.relative_to(release.ROOT)} && dvc repro && python -m src.publish "
                 "--extra ../shared/data/cbsd68` ")
     dirty = " (`-dirty`: params.yaml set from the profile by `python -m src.profile`)" if t["commit"].endswith(
