@@ -42,7 +42,7 @@ def sweep(model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD_DIR, temperature
     """One row per (size, temperature, boost): mean PSNR gain over gray, colourfulness share, hue error share and
     the worst ratio to the targets."""
     from src.data.shards import ShardSet
-    from src.model.predict import Colorizer, load
+    from src.model.predict import load
     from src.stages.evaluate import baselines, train_mean_colour
 
     base = load(model_dir)
@@ -64,7 +64,7 @@ def sweep(model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD_DIR, temperature
                           sum(metrics.colourfulness(t) for t in truth)]
             count += len(records)
             for s, size in enumerate(sizes):
-                at_size = Colorizer(base.model, base.spec, size)
+                at_size = dataclasses.replace(base, image_size=size)
                 scores = at_size.scores(at_size.records_input(records))  # once per size: the rest only decodes
                 for d, (temperature, boost) in enumerate(decodings):
                     spec = dataclasses.replace(base.spec, temperature=temperature, boost=boost)

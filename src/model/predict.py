@@ -1,15 +1,16 @@
 """Inference: load a trained colorizer, predict chroma, render colour images that keep the input's luma."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
-import keras
 import numpy as np
 
 from src.data import colour, hints
@@ -18,12 +19,47 @@ from src.data.pipeline import InputSpec
 MODEL_FILE = "model.keras"
 META_FILE = "model.json"
 
+if TYPE_CHECKING:
+    import keras
+
+
+def compiled(model) -> Callable:
+    """A Keras model -> a function: inputs -> its outputs as numpy, run as one TensorFlow graph per batch size.
+    Eager calls dispatch every layer from Python: measured 5.5x slower on 64 px photos, 1.8x at 288 px. A batch
+    smaller than one already traced is padded to it rather than traced again (a trace costs a few batches)."""
+    import tensorflow as tf
+
+    graph = tf.function(lambda inputs: model(inputs, training=False), autograph=False)  # no temporary files
+    traced: set[int] = set()
+
+    def run(inputs):
+        n = len(next(iter(inputs.values())) if isinstance(inputs, dict) else inputs)
+        rows = min((r for r in traced if r >= n), default=n)
+        traced.add(rows)
+        return graph(pad_rows(inputs, rows)).numpy()[:n]
+
+    return run
+
+
+def runner(model) -> Callable:
+    """inputs -> numpy outputs: a model's own `forward` (an ONNX session), else the Keras model compiled."""
+    return getattr(model, "forward", None) or compiled(model)
+
+
+def pad_rows(inputs, rows: int):
+    """A batch (an array or a dict of arrays) with its last row repeated up to `rows`."""
+    def pad(a: np.ndarray) -> np.ndarray:
+        return a if len(a) == rows else np.concatenate([a, np.repeat(a[-1:], rows - len(a), axis=0)])
+
+    return {k: pad(v) for k, v in inputs.items()} if isinstance(inputs, dict) else pad(inputs)
+
 
 @dataclass(frozen=True)
 class Colorizer:
-    model: keras.Model
+    model: keras.Model  # or an object with a `forward` of its own: inputs -> numpy outputs
     spec: InputSpec
     image_size: int  # the square size the model runs at (train.model.inference_size, else the training photos')
+    plain: keras.Model | None = None  # a hint model's: colours photos without hints as it does, at less cost
 
     def inputs(self, gray: np.ndarray, hint_maps: np.ndarray | None = None):
         """What the model is called with: the gray batch, or for a hint model {"gray", "hints"} (none: zeros)."""
@@ -38,12 +74,22 @@ class Colorizer:
     def scores(self, gray: np.ndarray, batch_size: int = 16, hint_maps: np.ndarray | None = None) -> np.ndarray:
         """uint8 gray (n, s, s, 1) -> the model's raw outputs: encoded chroma, or class scores for bins.
         `hint_maps` (n, s, s, 3): the hints of each image at the model's resolution (hints.hint_map)."""
-        # Direct calls rather than model.predict: no per-shape retracing, and no progress noise.
-        def part(i):
+        def part(i):  # rather than model.predict: no progress noise
             rows = slice(i, i + batch_size)
-            return self.model(self.inputs(gray[rows], None if hint_maps is None else hint_maps[rows]), training=False)
+            given = None if hint_maps is None else hint_maps[rows]
+            if self.plain is not None and (given is None or not np.any(given[..., 2])):
+                return self.plain_forward(gray[rows])
+            return self.forward(self.inputs(gray[rows], given))
 
-        return np.concatenate([keras.ops.convert_to_numpy(part(i)) for i in range(0, len(gray), batch_size)])
+        return np.concatenate([part(i) for i in range(0, len(gray), batch_size)])
+
+    @functools.cached_property
+    def forward(self) -> Callable:
+        return runner(self.model)
+
+    @functools.cached_property
+    def plain_forward(self) -> Callable:
+        return runner(self.plain)
 
     def decode(self, scores: np.ndarray) -> np.ndarray:
         """Raw outputs -> encoded chroma (n, s, s, 2): bins' class scores become their annealed mean."""
@@ -184,6 +230,8 @@ def load(folder: Path | str) -> Colorizer:
         raise FileNotFoundError(f"no {MODEL_FILE} in {folder}: run the train stage first (dvc repro train)")
     import src.model.losses  # noqa: F401 - registers the loss/metric classes named in the saved config
     import src.model.network  # noqa: F401 - ... and the hint pooling layer
+
+    import keras
 
     meta = json.loads((folder / META_FILE).read_text())
     model = keras.saving.load_model(folder / MODEL_FILE, compile=False, safe_mode=True)

