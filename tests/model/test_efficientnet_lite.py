@@ -102,20 +102,21 @@ def _centre_224(path: Path, gray: bool) -> np.ndarray:
 @pytest.mark.slow
 @pytest.mark.parametrize("variant, colour_top1, luma_top1", [("lite0", 0.85, 0.65), ("lite2", 0.85, 0.65)])
 def test_the_pretrained_classifier_recognises_imagenet_photos(variant, colour_top1, luma_top1):
-    """Top-1 on the 1000 photos (one per class; class index = rank of the synset): Lite0 87.4% colour, 75.8% luma;
-    Lite2 88.6% colour, 77.8% luma (both at 224 px)."""
+    """Top-1 on every 5th of the 1000 photos (one per class; class index = rank of the synset): a weight read wrongly
+    gives about 0.1%. On all 1000: Lite0 87.4% colour, 75.8% luma; Lite2 88.6% colour, 77.8% luma (224 px)."""
     files = sorted(shared_folder("imagenet-sample").glob("*.JPEG")) or sorted(shared_folder("imagenet-sample").glob("*.jpg"))
     synsets = sorted({f.name.split("_")[0] for f in files})
+    files = files[::5]
     labels = np.array([synsets.index(f.name.split("_")[0]) for f in files])
     colour_model = efficientnet_lite.pretrained(variant, channels=3, classifier=True)
     rgb = np.stack([_centre_224(f, gray=False) for f in files])
     top1 = float(np.mean(colour_model.predict(rgb, batch_size=50, verbose=0).argmax(1) == labels))
-    assert top1 >= colour_top1
+    assert top1 >= colour_top1, top1
     # the 1-channel stem (summed kernel) on luma is what the colorizer's encoder sees
-    gray = np.stack([_centre_224(f, gray=True) for f in files[::5]])
+    gray = np.stack([_centre_224(f, gray=True) for f in files])
     gray_model = efficientnet_lite.pretrained(variant, 1, True)
-    gray_top1 = float(np.mean(gray_model.predict(gray, batch_size=50, verbose=0).argmax(1) == labels[::5]))
-    assert gray_top1 >= luma_top1
+    gray_top1 = float(np.mean(gray_model.predict(gray, batch_size=50, verbose=0).argmax(1) == labels))
+    assert gray_top1 >= luma_top1, gray_top1
 
 
 def test_a_one_channel_stem_sees_gray_as_the_rgb_stem_sees_copied_luma():

@@ -143,7 +143,7 @@ def test_the_test_split_is_also_reported_per_training_folder(trained, shards, tm
 
 def test_evaluation_is_logged_to_the_training_run_and_the_champion_moves_only_when_better(trained, shards, tmp_path):
     model_tmp, uri = trained
-    p = EvaluateParams(register_as="colorizer-test")
+    p = EvaluateParams(register_as="colorizer-test", compare_release=False)
     worse = with_head(trained, tmp_path / "worse", lambda k, b: (k * 8, b - 1.0))  # over-saturated, wrong hue
     results = {}
     for name, folder in (("worse", worse), ("better", model_tmp / "models"), ("worse again", worse)):
@@ -172,7 +172,7 @@ def test_evaluation_is_logged_to_the_training_run_and_the_champion_moves_only_wh
 
 def test_the_registered_model_is_code_not_a_pickle(trained, shards, tmp_path):
     model_tmp, uri = trained
-    p = EvaluateParams(register_as="colorizer-code")
+    p = EvaluateParams(register_as="colorizer-code", compare_release=False)
     result, out = run_evaluate(trained, shards, tmp_path, p)
     evaluate.track(p, result, where(trained), model_dir=model_tmp / "models", shards_dir=shards.root, reports=out)
     mlflow.set_tracking_uri(uri)
@@ -195,7 +195,7 @@ def test_a_tampered_models_folder_cannot_redirect_the_tracking(trained, shards, 
     meta = json.loads((tampered / "model.json").read_text())
     evil = tmp_path / "elsewhere.db"
     (tampered / "model.json").write_text(json.dumps(meta | {"mlflow_tracking_uri": f"sqlite:///{evil}"}))
-    p = EvaluateParams(register_as="")
+    p = EvaluateParams(register_as="", compare_release=False)
     result, out = run_evaluate(trained, shards, tmp_path / "eval", p, model_dir=tampered)
     evaluate.track(p, result, where(trained), model_dir=tampered, shards_dir=shards.root, reports=out)
     assert not evil.exists()
@@ -212,7 +212,7 @@ def test_the_loader_refuses_a_model_that_carries_code(tmp_path):
 
 def test_serving_answers_with_colour_images(trained, shards, tmp_path):
     model_tmp, uri = trained
-    p = EvaluateParams(register_as="colorizer-serve")
+    p = EvaluateParams(register_as="colorizer-serve", compare_release=False)
     result, out = run_evaluate(trained, shards, tmp_path, p)
     evaluate.track(p, result, where(trained), model_dir=model_tmp / "models", shards_dir=shards.root, reports=out)
     gray = cv2.cvtColor(photo((48, 80), seed=7), cv2.COLOR_BGR2GRAY)
@@ -264,7 +264,7 @@ def test_results_table_lists_evaluated_runs_beside_the_baselines(trained, shards
     from src import results
 
     model_tmp, uri = trained
-    p = EvaluateParams(register_as="")
+    p = EvaluateParams(register_as="", compare_release=False)
     result, out = run_evaluate(trained, shards, tmp_path, p)
     evaluate.track(p, result, where(trained), model_dir=model_tmp / "models", shards_dir=shards.root, reports=out)
     mlflow.set_tracking_uri(uri)

@@ -183,11 +183,15 @@ def test_an_inference_size_the_encoder_cannot_take_fails_before_training(tiny_sh
     assert not (tmp_path / "cache").exists() and not (tmp_path / "mlflow.db").exists()
 
 
+EPOCHS = 12  # the light encoder's short epochs: the kill lands after two of them with many still to go
+
+
 @pytest.mark.slow
 def test_a_killed_training_resumes_from_its_last_epoch(tmp_path):
     repo = copy_repo(tmp_path / "repo")
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["train"].update(epochs=4, patience=10, sample_every=10)
+    params["train"].update(epochs=EPOCHS, patience=EPOCHS, sample_every=EPOCHS)
+    params["train"]["model"].update(encoder="light", encoder_widths=[8, 16, 32], decoder_widths=[16, 8])
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc("repro", "shard", cwd=repo)
     command = [sys.executable, "-m", "src.stages.train"]
@@ -205,17 +209,17 @@ def test_a_killed_training_resumes_from_its_last_epoch(tmp_path):
     first.send_signal(signal.SIGKILL)
     first.wait()
     done_before = len(pd.read_csv(history))
-    assert done_before < 4 and not (repo / "models").exists()
+    assert done_before < EPOCHS and not (repo / "models").exists()
 
     second = subprocess.run(command, cwd=repo, env=env(), capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"resuming: {done_before} epochs already done" in second.stderr
     final = pd.read_csv(repo / "reports" / "train_history.csv")
-    assert list(final["epoch"]) == list(range(4))
+    assert list(final["epoch"]) == list(range(EPOCHS))
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("colorizer").experiment_id])
     assert len(runs) == 1, "the resumed training must continue the same MLflow run"
-    assert len(client.get_metric_history(runs[0].info.run_id, "val_rmse")) == 4
+    assert len(client.get_metric_history(runs[0].info.run_id, "val_rmse")) == EPOCHS
 
 
 def test_throughput_leaves_out_the_compiling_first_step(tiny_shards, tmp_path):
