@@ -58,15 +58,15 @@ class Loaded:
         return f"{self.chosen.line()}{run}."
 
 
-def load(spec: str | None, ui_url: str) -> Loaded:
+def load(spec: str | None, ui_url: str, runtime: str | None = None) -> Loaded:
     """`spec`: as `python -m src.colorize --model` takes it; None: the released model, or the registry's champion
-    if it beat the release on the same images (src/serving/choice.py)."""
+    if it beat the release on the same images (src/serving/choice.py); `runtime`: as its --runtime."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
     from src.training import tracking
 
-    chosen = choose(spec)
+    chosen = choose(spec, runtime)
     uri = tracking.resolve_uri()
     base = uri if uri.startswith(("http://", "https://")) else ui_url
     if not (chosen.run_id and base and _reachable(base)):
@@ -457,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="release, a model folder (e.g. models), a release .npz or an MLflow URI "
                                         "(default: the released model, or the registry's champion if it beats it)")
+    parser.add_argument("--runtime", choices=("onnx", "keras"),
+                        help="how the released model runs: onnx (onnxruntime; the default where it is installed) or keras")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     parser.add_argument("--port", type=port, default=7860, help="port (default: %(default)s)")
     parser.add_argument("--max-upload-mb", type=positive, default=MAX_UPLOAD_MB, help="per file (default: %(default)s)")
@@ -476,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
             log.error('the web app needs its extra: pip install -e ".[app]"')
             return 1
         try:
-            loaded = load(args.model, args.mlflow_ui)
+            loaded = load(args.model, args.mlflow_ui, args.runtime)
         except (FileNotFoundError, OSError, ValueError, MlflowException) as exc:  # one line, no traceback
             log.error("cannot load model %s: %s", args.model or "release", exc)
             return 1

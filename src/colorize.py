@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--model", help="release, a model folder (e.g. models), a release .npz or an MLflow URI "
                                         "(default: the released model, or the registry's champion if it beats it)")
+    parser.add_argument("--runtime", choices=("onnx", "keras"),
+                        help="how the released model runs: onnx (onnxruntime, no TensorFlow; the default where it is "
+                             "installed) or keras")
     parser.add_argument("--batch-size", type=positive, default=8, help="photos per batch (default: %(default)s)")
     parser.add_argument("--hints", type=Path, metavar="FILE",
                         help='colour hints, JSON: [{"x": 120, "y": 80, "colour": "#c03020"}] for one photo '
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     from src.serving import choice
 
     try:
-        chosen = choice.choose(args.model)
+        chosen = choice.choose(args.model, args.runtime)
     except (FileNotFoundError, OSError, ValueError, MlflowException) as exc:  # one line, no traceback
         log.error("cannot load model %s: %s", args.model or "release", exc)
         return 1

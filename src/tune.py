@@ -223,7 +223,7 @@ class Objective:
 
         from src.data.shards import ShardSet
         from src.training import fit
-        from src.training.tracking import EpochLogger
+        from src.training.epoch_logger import EpochLogger
 
         storage = trial.study._storage  # noqa: SLF001 - Optuna exposes no public accessor
         if optuna.storages._heartbeat.is_heartbeat_enabled(storage):  # noqa: SLF001

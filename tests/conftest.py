@@ -1,6 +1,7 @@
 """Shared fixtures: real photos written to temporary folders, and the optional ../shared/data photos."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -47,6 +48,17 @@ def pytest_collection_modifyitems(items):
 
 
 TRACKING_LEFTOVERS = ("mlruns", "mlflow.db", "mlartifacts")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory, worker_id) -> Path:
+    """The release's ONNX files go to a cache of this session's, common to its workers, never the user's: the first
+    process that colours with the release builds them there (src/model/onnx_runtime.py), once."""
+    from src.model import onnx_runtime
+
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    os.environ[onnx_runtime.CACHE_VAR] = str(shared / "onnx-cache")  # subprocesses inherit it
+    return shared / "onnx-cache"
 
 
 @pytest.fixture(scope="session", autouse=True)

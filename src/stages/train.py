@@ -56,6 +56,7 @@ def run(p: TrainParams, shards_dir: Path = SHARD_DIR, model_dir: Path = MODEL_DI
     from src.model.network import check_size
     from src.model.predict import Colorizer, save
     from src.training import fit, tracking
+    from src.training.epoch_logger import EpochLogger
 
     shards = ShardSet.open(shards_dir)
     size = p.model.inference_size or shards.image_size  # what the saved model colours at
@@ -85,7 +86,7 @@ def run(p: TrainParams, shards_dir: Path = SHARD_DIR, model_dir: Path = MODEL_DI
             tracking.log_run_context(as_flat_dict(p), shards)
             if exp_name:
                 mlflow.set_tag("dvc_exp_name", exp_name)
-        result = fit.fit(p, shards, workdir, callbacks=[tracking.EpochLogger(samples, colorize, p.sample_every)])
+        result = fit.fit(p, shards, workdir, callbacks=[EpochLogger(samples, colorize, p.sample_every)])
         summary = result.metrics()
         mlflow.log_metrics({k: float(v) for k, v in summary.items()})
         meta = {"arch": p.model.arch, "encoder": p.model.encoder, "mlflow_run_id": active.info.run_id,

@@ -8,14 +8,17 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import mlflow
 import numpy as np
 
 from src.core.paths import ROOT
 from src.data.shards import MANIFEST, ShardSet
 from src.training.provenance import dvc_hash, git_commit
+
+if TYPE_CHECKING:  # Keras loads only where a model is logged: choosing a model to serve needs none
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +77,6 @@ def log_run_context(params: dict, shards: ShardSet) -> None:
     counts = {s: m["records"] for s, m in shards.manifest["splits"].items()}
     dataset = MetaDataset(LocalArtifactDatasetSource(str(shards.root)), name="shards", digest=(dvc_md5 or manifest_digest)[:32])
     mlflow.log_input(dataset, context="training", tags={f"records.{k}": str(v) for k, v in counts.items()})
-
-
-class EpochLogger(keras.callbacks.Callback):
-    """Per-epoch metrics, and every `every` epochs a gray | prediction | truth grid of fixed validation images."""
-
-    def __init__(self, samples=(), colorize=None, every: int = 1):
-        super().__init__()
-        self.samples, self.colorize, self.every = samples, colorize, max(every, 1)
-
-    def on_epoch_end(self, epoch, logs=None):
-        mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch)
-        if self.colorize and epoch % self.every == 0 and len(self.samples):
-            from src.model.predict import sample_grid
-
-            mlflow.log_image(sample_grid(self.samples, self.colorize(self.model, self.samples)), key="samples",
-                             step=epoch)
 
 
 def log_model(model: keras.Model, example: np.ndarray, meta: dict) -> str:

@@ -44,7 +44,7 @@ def test_the_release_colours_the_sample_photos_keeping_their_luma_and_exif_and_s
     assert noise(done.stderr) == []  # no TensorFlow/absl native lines, no library warnings
     first = next(line for line in done.stderr.splitlines() if line.startswith("INFO"))
     digest = release.verify()
-    assert f"model: {release.NAME} {digest[:12]} (the released model; no registry champion)" in first
+    assert f"model: {release.NAME} {digest[:12]} on onnxruntime (the released model; no registry champion)" in first
 
     gains, chroma = [], []
     for stem, truth in truths.items():

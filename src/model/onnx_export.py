@@ -1,0 +1,140 @@
+"""The released colorizer as ONNX files, for onnxruntime: colouring without TensorFlow (docs/serving.md).
+
+A hint release gives two files: its automatic path (the base it is built on: gray in) and its hint path (gray and
+hint maps in); a release without hints gives the first alone. Keras' exporter (tf2onnx) writes each at the
+release's inference size with a free batch dimension. The same release and the locked packages give the same bytes:
+their SHA-256 lines sit beside the release's own (release/<name>.onnx.sha256), and src/model/onnx_runtime.py checks
+every file against them before it runs it. Names, shapes and ranges: docs/serving.md.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import heapq
+from pathlib import Path
+
+from src.core.files import atomic_path, sha256_file
+from src.model import release
+from src.model.onnx_runtime import GRAY, HINTS, SCORES, checksums, file_names
+
+OPSET = 17
+
+
+def export(model, image_size: int, with_hints: bool, dest: Path) -> str:
+    """Write one Keras colorizer as ONNX (atomically); its SHA-256."""
+    import logging
+    import warnings
+
+    import onnx
+    import tensorflow as tf
+
+    logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # its INFO lines narrate every graph pass
+    signature = {GRAY: tf.TensorSpec((None, image_size, image_size, 1), tf.uint8, name=GRAY)}
+    if with_hints:
+        signature[HINTS] = tf.TensorSpec((None, image_size, image_size, 3), tf.float32, name=HINTS)
+    with atomic_path(dest) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # Keras' numpy-2 patch of tf2onnx probes np.object
+            model.export(str(tmp), format="onnx", verbose=False, opset_version=OPSET,
+                         input_signature=[signature] if with_hints else [signature[GRAY]])
+        graph = canonical(onnx.load(str(tmp)))
+        tmp.write_bytes(graph.SerializeToString(deterministic=True))
+        return sha256_file(tmp)
+
+
+def canonical(model):
+    """The same graph with an order and names that do not depend on the order tf2onnx happened to visit it in:
+    nodes sorted by what they compute, tensors and nodes named by their place in that order, initializers in order
+    of first use, the free batch dimension `n`, the output SCORES. Two exports of one release have the same bytes."""
+    graph = model.graph
+    nodes = _by_content(graph)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    (output,) = graph.output
+    kept = {v.name for v in graph.input}
+    initializers = {t.name for t in graph.initializer}
+    names = {output.name: SCORES}
+    for i, node in enumerate(graph.node):
+        for name in node.input:
+            if name in initializers and name not in names:
+                names[name] = f"w{len([n for n in names.values() if n.startswith('w')])}"
+        for j, name in enumerate(node.output):
+            if name and name not in kept:
+                names.setdefault(name, f"t{i}_{j}")
+        node.name = f"n{i}"
+    for node in graph.node:
+        node.input[:] = [names.get(n, n) for n in node.input]
+        node.output[:] = [names.get(n, n) for n in node.output]
+    for tensor in [*graph.initializer, *graph.value_info, output]:
+        tensor.name = names.get(tensor.name, tensor.name)
+    ordered = sorted(graph.initializer, key=lambda t: int(t.name[1:]))
+    del graph.initializer[:]
+    graph.initializer.extend(ordered)
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param"):
+                dim.dim_param = "n"
+    return model
+
+
+def _by_content(graph) -> list:
+    """Copies of the nodes in a topological order that depends only on what they compute: of the nodes whose inputs
+    are ready, the one whose computation (op, attributes, and recursively its inputs) hashes lowest goes first."""
+    def digest(*parts) -> str:
+        return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+    signature = {v.name: digest("input", v.name) for v in graph.input}
+    for tensor in graph.initializer:
+        value = type(tensor)()
+        value.CopyFrom(tensor)
+        value.name = ""
+        signature[tensor.name] = digest("constant", value.SerializeToString(deterministic=True))
+    keys, consumers = {}, collections.defaultdict(list)
+    produced = {name for node in graph.node for name in node.output if name}
+    for k, node in enumerate(graph.node):  # tf2onnx's order is topological: each input's signature is known here
+        attributes = [a.SerializeToString(deterministic=True) for a in sorted(node.attribute, key=lambda a: a.name)]
+        keys[k] = digest(node.op_type, node.domain, attributes, [signature.get(name, "") for name in node.input])
+        for j, name in enumerate(node.output):
+            signature[name] = digest(keys[k], j)
+        for name in set(node.input) & produced:
+            consumers[name].append(k)
+    waiting = {k: len(set(node.input) & produced) for k, node in enumerate(graph.node)}
+    ready = [(keys[k], k) for k, count in waiting.items() if count == 0]
+    heapq.heapify(ready)
+    ordered = []
+    while ready:
+        _, k = heapq.heappop(ready)
+        node = type(graph.node[k])()
+        node.CopyFrom(graph.node[k])
+        ordered.append(node)
+        for name in node.output:
+            for consumer in consumers.get(name, []):
+                waiting[consumer] -= 1
+                if waiting[consumer] == 0:
+                    heapq.heappush(ready, (keys[consumer], consumer))
+    return ordered
+
+
+def build(weights: Path, out: Path) -> dict[str, Path]:
+    """Export a release's ONNX files into `out`: {"automatic": path[, "hints": path]}."""
+    colorizer = release.load(weights)
+    names = file_names(weights)
+    if "hints" in names and colorizer.plain is None:
+        raise release.ReleaseError(f"{weights.name}: its hint path does not colour photos without hints as a base "
+                                   "does (hint_decoder shared), so no automatic ONNX file can be cut from it")
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"automatic": out / names["automatic"]}
+    automatic = colorizer.plain if colorizer.plain is not None else colorizer.model
+    export(automatic, colorizer.image_size, False, written["automatic"])
+    if "hints" in names:
+        written["hints"] = out / names["hints"]
+        export(colorizer.model, colorizer.image_size, True, written["hints"])
+    return written
+
+
+def record(weights: Path, files: dict[str, Path]) -> Path:
+    """Write release/<name>.onnx.sha256 (sha256sum format) for the built files; its path."""
+    lines = "".join(f"{sha256_file(path)}  {path.name}\n" for path in sorted(files.values()))
+    with atomic_path(checksums(weights)) as tmp:
+        tmp.write_text(lines)
+    return checksums(weights)

@@ -1,0 +1,52 @@
+"""The release as ONNX on onnxruntime: the recorded files, colours within a level of Keras', no TensorFlow loaded."""
+from __future__ import annotations
+
+import json
+import sys
+
+import cv2
+import numpy as np
+
+from src.core.files import sha256_file
+from src.model import onnx_runtime, release
+from tests.conftest import ROOT, photo
+from tests.repo import env, run
+
+
+def test_the_export_gives_the_files_the_release_records(onnx_cache):
+    """This session's cache starts empty: the files were built by `python -m src.export` in a fresh process during
+    this session, and the recorded lines come from another process on another day. The same bytes."""
+    paths = onnx_runtime.files()
+    assert set(paths) == {"automatic", "hints"} and all(p.parent == onnx_cache for p in paths.values())
+    recorded = onnx_runtime.recorded(release.WEIGHTS)
+    for path in paths.values():
+        assert sha256_file(path) == recorded[path.name], path.name
+
+
+def test_onnx_colours_within_a_level_of_keras_with_and_without_hints():
+    from src.data import hints
+
+    portable, keras_path = onnx_runtime.load(), release.load()
+    photos = [cv2.cvtColor(photo((150, 200), seed=s), cv2.COLOR_BGR2GRAY) for s in (1, 2)]
+    red = hints.parse([{"x": 60, "y": 40, "colour": "#c03020"}], 200, 150, portable.spec.target)
+    coloured = {}
+    for name, given in (("automatic", None), ("hints", [red, []])):  # a hint on the first photo only
+        coloured[name] = [c.colorize(photos, given=given) for c in (portable, keras_path)]
+        for a, b in zip(*coloured[name]):
+            assert np.abs(a.astype(int) - b).max() <= 1, name
+    assert np.abs(coloured["hints"][0][0].astype(int) - coloured["automatic"][0][0]).max() > 10  # the hint counts
+
+
+def test_colorize_on_onnx_says_so_and_never_loads_tensorflow(tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    cv2.imwrite(str(inputs / "old.png"), cv2.cvtColor(photo((90, 120), seed=5), cv2.COLOR_BGR2GRAY))
+    code = ("import sys, json; from src import colorize; "
+            f"code = colorize.main([{str(inputs)!r}, '--out', {str(tmp_path / 'out')!r}]); "
+            "print(json.dumps([code, 'tensorflow' in sys.modules, 'keras' in sys.modules]))")
+    done = run([sys.executable, "-c", code], ROOT,
+               env=env() | {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"})
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [0, False, False]
+    first = next(line for line in done.stderr.splitlines() if "model:" in line)
+    assert "on onnxruntime" in first and release.NAME in first
+    assert cv2.imread(str(tmp_path / "out" / "old.png")).shape == (90, 120, 3)
