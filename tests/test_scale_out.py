@@ -23,7 +23,7 @@ from tests.repo import dvc, env
 from tests.repo import run as run_cmd
 from tests.services import invoke, mlflow_server, model_server
 from tests.test_gate import set_params
-from tests.test_tune import logs, trials_so_far, worker
+from tests.test_tune import light_repo, logs, trials_so_far, worker  # noqa: F401  (a fixture)
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 TOLERANCE = 0.05  # relative, after one epoch: each replica normalises its 8 images with its own BatchNorm statistics
@@ -40,10 +40,11 @@ def child_runs(uri: str, parent_id: str) -> list:
 
 
 @pytest.mark.slow
-def test_two_workers_on_postgres_finish_the_trials_once_each_and_a_new_process_resumes(tiny_shards, tmp_path, pg_url):
+def test_two_workers_on_postgres_finish_the_trials_once_each_and_a_new_process_resumes(tiny_shards, tmp_path, pg_url,
+                                                                                        light_repo):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     MlflowClient(uri).search_experiments()  # schema created once, as by `dvc repro`
-    workers = [worker(tiny_shards, tmp_path, 4, pg_url), worker(tiny_shards, tmp_path, 4, pg_url)]
+    workers = [worker(tiny_shards, tmp_path, 4, pg_url, repo=light_repo) for _ in range(2)]
     for w in workers:
         assert w.wait(timeout=900) == 0, logs(tmp_path)
     study = load(pg_url)
@@ -58,7 +59,7 @@ def test_two_workers_on_postgres_finish_the_trials_once_each_and_a_new_process_r
         assert float(logged["learning_rate"]) == pytest.approx(t.params["learning_rate"])
 
     # a new process resumes the study: one more trial, the same parent run
-    assert worker(tiny_shards, tmp_path, 5, pg_url).wait(timeout=900) == 0, logs(tmp_path)
+    assert worker(tiny_shards, tmp_path, 5, pg_url, repo=light_repo).wait(timeout=900) == 0, logs(tmp_path)
     resumed = load(pg_url)
     assert [t.number for t in resumed.trials] == [0, 1, 2, 3, 4] and all(t.state in FINISHED for t in resumed.trials)
     assert resumed.user_attrs["mlflow_parent_run_id"] == study.user_attrs["mlflow_parent_run_id"]
@@ -125,9 +126,9 @@ def test_two_logical_devices_split_the_batch_and_match_one_device(tiny_shards):
 
 
 @pytest.mark.slow
-def test_the_pipeline_tuning_and_serving_through_an_mlflow_server_on_postgres(reproduced, tmp_path, pg_databases):
-    """The team setup of docs/scaling.md: MLflow server on PostgreSQL (proxied artifacts), Optuna on PostgreSQL. The clone
-    already ran `dvc repro` once (with a local store): training again, forced, gives the same model's figures."""
+def test_the_pipeline_and_serving_through_an_mlflow_server_on_postgres(reproduced, tmp_path, pg_databases):
+    """The team setup of docs/scaling.md: MLflow server on PostgreSQL (proxied artifacts). The clone already ran
+    `dvc repro` once (with a local store): training again, forced, gives the same model's figures."""
     repo = tmp_path / "repo"
     shutil.copytree(reproduced, repo, symlinks=True)
     first = json.loads((repo / "reports" / "eval.json").read_text())
@@ -164,12 +165,22 @@ def test_the_pipeline_tuning_and_serving_through_an_mlflow_server_on_postgres(re
         assert served.shape == (64, 96, 3)
         assert np.abs(served.astype(int) - coloured[..., ::-1]).max() <= 1  # the same model, the same pixels
 
+
+@pytest.mark.slow
+def test_a_study_on_postgres_logs_its_trials_to_an_mlflow_server_on_postgres(tiny_shards, tmp_path, pg_databases,
+                                                                              light_repo):
+    """The tuning half of docs/scaling.md's team setup: the study in one database, the runs on the server."""
+    with mlflow_server(pg_databases(), tmp_path / "artifacts") as uri:
         study = pg_databases()
-        run_cmd([sys.executable, "-m", "src.tune", "--storage", study, "--n-trials", "1", "--epochs", "1",
-                 "--study-name", "team", "--out", str(tmp_path / "tune")], repo, env=env() | {"MLFLOW_TRACKING_URI": uri})
+        run_cmd([sys.executable, "-m", "src.tune", "--storage", study, "--n-trials", "2", "--epochs", "1",
+                 "--study-name", "team", "--shards", str(tiny_shards.root), "--out", str(tmp_path / "tune")],
+                light_repo, env=env() | {"MLFLOW_TRACKING_URI": uri})
         loaded = optuna.load_study(study_name="team", storage=tune.storage_for(study))
         parent = loaded.user_attrs["mlflow_parent_run_id"]
-        children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("colorizer").experiment_id
+        children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
+        assert len(children) == 2
         assert sorted(r.info.run_id for r in children) == sorted(t.user_attrs["mlflow_run_id"] for t in loaded.trials)
 
 

@@ -17,8 +17,8 @@ from mlflow.tracking import MlflowClient
 
 from src import tune
 from src.core.params import ModelParams, TrainParams, TuneParams
-from src.core.paths import PARAMS_FILE
-from tests.repo import env
+from src.core.paths import PARAMS_FILE, ROOT, SEARCH_SPACE
+from tests.repo import copy_repo, env
 
 SPACE = {"learning_rate": {"low": 0.001, "high": 0.01, "log": True},
          "decoder_widths": {"choices": [[16, 8, 8], [32, 16, 8]]}}
@@ -226,16 +226,29 @@ def test_workers_tagging_one_run_at_the_same_moment_both_succeed(tmp_path, monke
     assert all(client.get_run(run_id).data.tags["best_trial"] == "true" for run_id in run_ids)
 
 
+@pytest.fixture(scope="session")
+def light_repo(tmp_path_factory) -> Path:
+    """A copy of the repository whose params and search space are TRAIN's and SPACE's: worker processes there tune
+    the light encoder, whose trials take a second instead of Lite0's ten (what is tested is the bookkeeping)."""
+    repo = copy_repo(tmp_path_factory.mktemp("light") / "repo")
+    params = yaml.safe_load((repo / PARAMS_FILE.name).read_text())
+    params["train"]["model"].update(encoder="light", encoder_widths=list(TRAIN.model.encoder_widths),
+                                    decoder_widths=list(TRAIN.model.decoder_widths))
+    (repo / PARAMS_FILE.name).write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / SEARCH_SPACE.relative_to(ROOT)).write_text(yaml.safe_dump(SPACE))
+    return repo
+
+
 def worker(tiny_shards, tmp: Path, n_trials: int, storage: str = "", *extra: str,
-           tracking_uri: str = "") -> subprocess.Popen:
-    """`python -m src.tune` in its own process group, as a user starts one per machine."""
+           tracking_uri: str = "", repo: Path = ROOT) -> subprocess.Popen:
+    """`python -m src.tune` in its own process group, as a user starts one per machine, in `repo` (its params)."""
     log = open(tmp / f"worker-{time.monotonic_ns()}.log", "w")
     return subprocess.Popen(
         [sys.executable, "-m", "src.tune", "--n-trials", str(n_trials), "--storage", storage or str(tmp / "journal.log"),
          "--study-name", "shared", "--shards", str(tiny_shards.root), "--epochs", "1",
          "--out", str(tmp / "reports"), *extra],
         env=env() | {"MLFLOW_TRACKING_URI": tracking_uri or f"sqlite:///{tmp / 'mlflow.db'}"}, stdout=log,
-        stderr=subprocess.STDOUT, start_new_session=True,
+        stderr=subprocess.STDOUT, start_new_session=True, cwd=repo,
     )
 
 
@@ -252,9 +265,9 @@ def trials_so_far(storage: optuna.storages.BaseStorage) -> list[optuna.trial.Fro
 
 
 @pytest.mark.slow
-def test_two_workers_share_one_study_without_lost_or_duplicated_trials(tiny_shards, tmp_path):
+def test_two_workers_share_one_study_without_lost_or_duplicated_trials(tiny_shards, tmp_path, light_repo):
     MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()  # schema created once, as by `dvc repro`
-    workers = [worker(tiny_shards, tmp_path, 4), worker(tiny_shards, tmp_path, 4)]
+    workers = [worker(tiny_shards, tmp_path, 4, repo=light_repo), worker(tiny_shards, tmp_path, 4, repo=light_repo)]
     for w in workers:
         assert w.wait(timeout=900) == 0, logs(tmp_path)
     study = optuna.load_study(study_name="shared", storage=tune.storage_for(str(tmp_path / "journal.log")))
@@ -267,10 +280,10 @@ def test_two_workers_share_one_study_without_lost_or_duplicated_trials(tiny_shar
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_trial_leaves_its_trial_to_the_worker_still_running(tiny_shards, tmp_path):
+def test_a_worker_killed_mid_trial_leaves_its_trial_to_the_worker_still_running(tiny_shards, tmp_path, light_repo):
     """No rerun needed: the survivor finds the dead worker's trial when it finishes its own, and redoes it."""
     MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()  # schema created once, as by `dvc repro`
-    victim, survivor = worker(tiny_shards, tmp_path, 3), worker(tiny_shards, tmp_path, 3)
+    victim, survivor = worker(tiny_shards, tmp_path, 3, repo=light_repo), worker(tiny_shards, tmp_path, 3, repo=light_repo)
     storage = tune.storage_for(str(tmp_path / "journal.log"))
     both_in_a_trial, deadline = False, time.monotonic() + 600
     while not both_in_a_trial and time.monotonic() < deadline and victim.poll() is None and survivor.poll() is None:
@@ -292,18 +305,18 @@ def test_a_worker_killed_mid_trial_leaves_its_trial_to_the_worker_still_running(
                for t in finished), seen
 
 
-def test_a_trial_whose_worker_died_before_naming_itself_is_redone(tiny_shards, tmp_path):
+def test_a_trial_whose_worker_died_before_naming_itself_is_redone(tiny_shards, tmp_path, light_repo):
     study = optuna.create_study(study_name="shared", storage=tune.storage_for(str(tmp_path / "journal.log")))
     orphan = study.ask()  # a worker killed between Optuna creating the trial and writing its pid into it
-    assert worker(tiny_shards, tmp_path, 1).wait(timeout=600) == 0, logs(tmp_path)
+    assert worker(tiny_shards, tmp_path, 1, repo=light_repo).wait(timeout=600) == 0, logs(tmp_path)
     trials = optuna.load_study(study_name="shared", storage=tune.storage_for(str(tmp_path / "journal.log"))).trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
     assert trials[1].user_attrs["retry_of"] == orphan.number
 
 
 @pytest.mark.slow
-def test_a_sweep_killed_mid_trial_resumes_and_redoes_the_interrupted_trial(tiny_shards, tmp_path):
-    first = worker(tiny_shards, tmp_path, 3)
+def test_a_sweep_killed_mid_trial_resumes_and_redoes_the_interrupted_trial(tiny_shards, tmp_path, light_repo):
+    first = worker(tiny_shards, tmp_path, 3, repo=light_repo)
     storage = tune.storage_for(str(tmp_path / "journal.log"))
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -318,7 +331,7 @@ def test_a_sweep_killed_mid_trial_resumes_and_redoes_the_interrupted_trial(tiny_
             if t.state == optuna.trial.TrialState.COMPLETE]
     assert done, "no trial finished before the kill"
 
-    second = worker(tiny_shards, tmp_path, 3)
+    second = worker(tiny_shards, tmp_path, 3, repo=light_repo)
     assert second.wait(timeout=900) == 0
     study = optuna.load_study(study_name="shared", storage=tune.storage_for(str(tmp_path / "journal.log")))
     finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
