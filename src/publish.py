@@ -177,6 +177,26 @@ saturation-weighted, in degrees; colourfulness is Hasler and Suesstrunk's (docs/
 float32), with the params that rebuild the network.
 SHA-256 `{front['sha256']}`, also in `{release.checksum_file(weights).name}`: `sha256sum -c` checks it, and
 every load refuses a file that does not match.
+{onnx_section(weights)}"""
+
+
+def onnx_section(weights: Path) -> str:
+    """Where the release's ONNX files are and how they are checked (src/model/onnx_runtime.py)."""
+    from src.model import onnx_runtime
+
+    recorded = onnx_runtime.recorded(weights)
+    if not recorded:
+        return ""
+    lines = "\n".join(f"- `{name}`: SHA-256 `{digest}`" for name, digest in sorted(recorded.items()))
+    return f"""
+## ONNX (onnxruntime, no TensorFlow)
+
+The same network as ONNX (float32, opset 17), what `python -m src.colorize` and the page run by default; inputs and
+outputs: docs/serving.md. Too large for git, the files are built on first use by `python -m src.export` into
+`~/.cache/colorizer` (`$COLORIZER_CACHE`), deterministically, and every start checks them against
+`{onnx_runtime.checksums(weights).name}`:
+
+{lines}
 """
 
 
