@@ -235,12 +235,11 @@ def main(argv: list[str] | None = None) -> int:
                            weights=weights, base=base)
     front["sha256"] = digest
     log.info("packed %s (%.1f MiB, SHA-256 %s)", weights, weights.stat().st_size / 2**20, digest)
-    if not args.no_score:  # the ONNX files onnxruntime colours with, recorded beside it (src/model/onnx_export.py)
-        from src.model import onnx_export, onnx_runtime
-
-        log.info("recorded %s", onnx_export.record(weights, onnx_export.build(weights, onnx_runtime.cache_dir())))
     if args.no_score:
         return 0
+    from src.model import onnx_export, onnx_runtime  # the ONNX files onnxruntime colours with, recorded beside it
+
+    log.info("recorded %s", onnx_export.record(weights, onnx_export.build(weights, onnx_runtime.cache_dir())))
     front["metrics"] = score({"release": release.load(weights), "trained": trained}, args.extra, args.image_size,
                              args.batch_size)
     card_file = release.CARD if args.name == release.NAME else weights.with_suffix(".md")

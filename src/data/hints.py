@@ -85,6 +85,11 @@ def parse(raw: str | list, width: int, height: int, target: str) -> list[Hint]:
     return hints
 
 
+def any_given(maps: np.ndarray | None) -> bool:
+    """Do hint maps (hint_map's, any leading shape) hold a hint anywhere? Their third channel is the mask."""
+    return maps is not None and bool(np.any(maps[..., 2]))
+
+
 def hint_map(hints: list[Hint], photo_hw: tuple[int, int], size: int, half: int = HALF) -> np.ndarray:
     """Hints in photo pixels -> float32 (size, size, 3) at the model's resolution: chroma and mask; where patches
     overlap, their mean colour."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import heapq
+import itertools
 from pathlib import Path
 
 from src.core.files import atomic_path, sha256_file
@@ -53,11 +54,11 @@ def canonical(model):
     (output,) = graph.output
     kept = {v.name for v in graph.input}
     initializers = {t.name for t in graph.initializer}
-    names = {output.name: SCORES}
+    names, weights = {output.name: SCORES}, itertools.count()
     for i, node in enumerate(graph.node):
         for name in node.input:
             if name in initializers and name not in names:
-                names[name] = f"w{len([n for n in names.values() if n.startswith('w')])}"
+                names[name] = f"w{next(weights)}"
         for j, name in enumerate(node.output):
             if name and name not in kept:
                 names.setdefault(name, f"t{i}_{j}")

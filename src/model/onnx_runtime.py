@@ -57,28 +57,32 @@ class OnnxNetwork:
         return self._session
 
 
-def files(weights: Path = release.WEIGHTS) -> dict[str, Path]:
-    """The release's checked ONNX files in the cache, built there first where missing or not the recorded ones."""
-    release.verify(weights)
-    names = file_names(weights)
+def files(weights: Path = release.WEIGHTS, meta: dict | None = None) -> dict[str, Path]:
+    """The release's checked ONNX files in the cache, built there first where missing or not the recorded ones.
+    `meta`: the release's, when already read (reading it checks the release file's SHA-256)."""
+    names = file_names(weights, meta or release.read_meta(weights))
     expected = recorded(weights)
     unrecorded = sorted(set(names.values()) - set(expected))
     if unrecorded:
         raise release.ReleaseError(f"{weights.name} records no SHA-256 for {', '.join(unrecorded)} "
                                    f"({checksums(weights).name}): `python -m src.export --record`")
     paths = {kind: cache_dir() / name for kind, name in names.items()}
-    if not all(_matches(paths[kind], expected[name]) for kind, name in names.items()):
+
+    def stale() -> list[str]:
+        return [name for kind, name in names.items() if not _matches(paths[kind], expected[name])]
+
+    if stale():
         from filelock import FileLock
 
         cache_dir().mkdir(parents=True, exist_ok=True)
         with FileLock(str(cache_dir() / ".build.lock")):  # processes starting together build once
-            if not all(_matches(paths[kind], expected[name]) for kind, name in names.items()):
+            if stale():
                 _build(weights)
-    for kind, name in names.items():
-        if not _matches(paths[kind], expected[name]):
-            raise release.ReleaseError(f"{name} built here is not the released one (SHA-256 "
-                                       f"{sha256_file(paths[kind])[:12]}... vs {expected[name][:12]}...): other "
-                                       "package versions than requirements.lock? `--runtime keras` colours without it")
+                wrong = stale()
+                if wrong:
+                    raise release.ReleaseError(f"{', '.join(wrong)} built here is not the released one: other "
+                                               "package versions than requirements.lock? `--runtime keras` colours "
+                                               "without it")
     return paths
 
 
@@ -89,17 +93,17 @@ def load(weights: Path = release.WEIGHTS):
 
     meta = release.read_meta(weights)
     p = release.from_dict("train", meta["train"])
-    paths = files(weights)
+    paths = files(weights, meta)
     automatic = OnnxNetwork(paths["automatic"])
     if "hints" not in paths:
         return Colorizer(automatic, InputSpec.of(p.model), int(meta["image_size"]))
     return Colorizer(OnnxNetwork(paths["hints"]), InputSpec.of(p.model), int(meta["image_size"]), automatic)
 
 
-def file_names(weights: Path) -> dict[str, str]:
+def file_names(weights: Path, meta: dict | None = None) -> dict[str, str]:
     """{"automatic": file name[, "hints": file name]}: a release's ONNX files (a hint release has both)."""
     names = {"automatic": f"{weights.stem}-automatic.onnx"}
-    if release.read_meta(weights)["train"].get("model", {}).get("hints"):
+    if (meta or release.read_meta(weights))["train"].get("model", {}).get("hints"):
         names["hints"] = f"{weights.stem}-hints.onnx"
     return names
 
@@ -121,7 +125,7 @@ def _matches(path: Path, digest: str) -> bool:
 
 
 def _build(weights: Path) -> None:
-    print(f"onnx: building {weights.stem}'s ONNX files into {cache_dir()} once (about a minute)", file=sys.stderr)
+    print(f"onnx: building {weights.stem}'s ONNX files into {cache_dir()} once (about 20 s)", file=sys.stderr)
     done = subprocess.run([sys.executable, "-m", "src.export", "--release", str(weights), "--out", str(cache_dir())],
                           cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:

@@ -64,7 +64,7 @@ class Colorizer:
     def inputs(self, gray: np.ndarray, hint_maps: np.ndarray | None = None):
         """What the model is called with: the gray batch, or for a hint model {"gray", "hints"} (none: zeros)."""
         if not self.spec.hints:
-            if hint_maps is not None and np.any(hint_maps[..., 2]):
+            if hints.any_given(hint_maps):
                 raise ValueError("this model takes no hints: train one with train.model.hints: true")
             return gray
         if hint_maps is None:
@@ -77,7 +77,7 @@ class Colorizer:
         def part(i):  # rather than model.predict: no progress noise
             rows = slice(i, i + batch_size)
             given = None if hint_maps is None else hint_maps[rows]
-            if self.plain is not None and (given is None or not np.any(given[..., 2])):
+            if self.plain is not None and not hints.any_given(given):
                 return self.plain_forward(gray[rows])
             return self.forward(self.inputs(gray[rows], given))
 
