@@ -46,8 +46,10 @@ def export(model, image_size: int, with_hints: bool, dest: Path) -> str:
 def canonical(model):
     """The same graph with an order and names that do not depend on the order tf2onnx happened to visit it in:
     nodes sorted by what they compute, tensors and nodes named by their place in that order, initializers in order
-    of first use, the free batch dimension `n`, the output SCORES. Two exports of one release have the same bytes."""
+    of first use, the free batch dimension `n`, the output SCORES, and no doc string (tf2onnx's names the traced
+    function by a counter of how many the process traced before). Two exports of one release have the same bytes."""
     graph = model.graph
+    graph.doc_string = ""
     nodes = _by_content(graph)
     del graph.node[:]
     graph.node.extend(nodes)

@@ -23,6 +23,25 @@ def test_the_export_gives_the_files_the_release_records(onnx_cache):
         assert sha256_file(path) == recorded[path.name], path.name
 
 
+def test_the_canonical_file_does_not_depend_on_how_many_functions_the_process_traced_before():
+    """tf2onnx names the traced function in the graph's doc string by a process-wide counter, which differed
+    between an Intel and an AMD machine building the same release: the canonical file drops it."""
+    import onnx
+    from onnx import helper
+
+    from src.model.onnx_export import canonical
+
+    def exported(counter: int) -> bytes:
+        node = helper.make_node("Relu", ["gray"], ["out"])
+        value = helper.make_tensor_value_info
+        graph = helper.make_graph([node], "tf2onnx", [value("gray", onnx.TensorProto.FLOAT, ["unk__1", 4])],
+                                  [value("out", onnx.TensorProto.FLOAT, ["unk__1", 4])],
+                                  doc_string=f"converted from b'__inference___call___{counter}'")
+        return canonical(helper.make_model(graph)).SerializeToString(deterministic=True)
+
+    assert exported(12914) == exported(19684)
+
+
 def test_onnx_colours_within_a_level_of_keras_with_and_without_hints():
     from src.data import hints
 
