@@ -1,4 +1,4 @@
-"""A local web page to colour photos: drop black-and-white (or colour) photos, compare, download.
+"""A local web page to colour photos and films: drop black-and-white (or colour) photos, compare, download.
 
     python -m src.app                                       # the released model (or a champion that beats it)
     python -m src.app --model models:/colorizer/3 --port 7861
@@ -9,7 +9,9 @@ at the model's size and combined with the photo's own full-resolution luma. The 
 re-decode the network's stored outputs, so moving them runs no network. With a hint model, click the photo to
 give a colour where you know it (src/data/hints.py). Besides the page, a plain HTTP API:
 `curl -F photo=@old.jpg http://127.0.0.1:7860/api/colorize -o coloured.png`, with hints
-`-F 'hints=[{"x": 120, "y": 80, "colour": "#c03020"}]'` (x, y in pixels of the photo).
+`-F 'hints=[{"x": 120, "y": 80, "colour": "#c03020"}]'` (x, y in pixels of the photo), and for a film
+`curl -F video=@old.mp4 http://127.0.0.1:7860/api/colorize-video -o coloured.mp4` (at most FILM_SECONDS long and
+FILM_PIXELS a frame, checked while it is read; the page's film section takes the same).
 Needs the app extra: pip install -e ".[app]".
 """
 # No `from __future__ import annotations`: FastAPI and Gradio read the handlers' annotations at run time.
@@ -37,6 +39,7 @@ from src.data import colour, hints, images
 from src.model.predict import Colorizer
 from src.serving import stamp
 from src.serving.choice import Chosen, choose
+from src.video import film, streams
 
 log = logging.getLogger(__name__)
 MAX_UPLOAD_MB = 50
@@ -96,6 +99,11 @@ def gray_photo(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return cv2.cvtColor(images.decode_or_skip(data, max_pixels).bgr, cv2.COLOR_BGR2GRAY)
 
 
+# Films are coloured at about 5 frames/s on 2 cores at 640x360 (docs/video.md): a minute of film is minutes of work.
+FILM_SECONDS = 60
+FILM_PIXELS = 1920 * 1080
+
+
 @dataclass
 class Photo:
     name: str
@@ -121,6 +129,19 @@ class Studio:
         given = self.parse_hints(hint_json, gray.shape) if hint_json else []
         (bgr,) = self.loaded.colorizer.colorize([gray], given=[given])
         return stamp.png_bytes(bgr, self.info | hint_fields(given))
+
+    def colour_film(self, source: Path, out: Path, progress=lambda done, total: None) -> Path:
+        """A video file -> `out`, its coloured MP4 (atomically), as `python -m src.colorize` colours it, within the
+        page's limits; streams.BadVideo says why not. `progress(frames done, frames)` after each frame."""
+        clip = streams.scan(source, FILM_PIXELS, max_seconds=FILM_SECONDS)
+        done = [0]
+
+        def step(n: int) -> None:
+            done[0] += n
+            progress(done[0], clip.frames)
+
+        film.colour_clip(self.loaded.colorizer, clip, out, stamp.video_fields(self.info), progress=step)
+        return out
 
     def parse_hints(self, raw, shape: tuple[int, int]) -> list[hints.Hint]:
         colorizer = self.loaded.colorizer
@@ -312,6 +333,16 @@ def build(studio: Studio):
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), None
         return *with_hints(photos, current, [], temperature, boost), None
 
+    def on_film(path, progress=gr.Progress()):
+        if not path:
+            raise gr.Error("Choose a video first.")
+        out = studio.workdir / uuid.uuid4().hex / output_names([Path(path)])[Path(path)]
+        try:
+            studio.colour_film(Path(path), out, lambda done, total: progress((done, total), unit="frames"))
+        except streams.BadVideo as exc:
+            raise gr.Error(f"{Path(path).name}: {exc}") from None
+        return str(out), str(out)
+
     with gr.Blocks(title="colorizer", analytics_enabled=False) as page:  # people's photos: contact no one
         gr.Markdown(f"# Colour black-and-white photos\n{studio.loaded.describe()} Colour photos are made gray "
                     "first. Colour is predicted at the model's size and laid over each photo's own full-resolution "
@@ -346,6 +377,15 @@ def build(studio: Studio):
         downloads = gr.File(label="Download (PNG each, and a zip of all)", file_count="multiple", elem_id="downloads")
         photos, pairs, current, selected = gr.State([]), gr.State([]), gr.State(0), gr.State(None)
         gr.Examples([[[str(path)]] for path, _ in sample_photos()[:4]], inputs=upload, label="Sample photos")
+        with gr.Column(elem_id="films"):
+            gr.Markdown(f"## Colour a film\nA black-and-white film (or a colour one, made gray first), up to "
+                        f"{FILM_SECONDS} s and {FILM_PIXELS:,} pixels a frame: every frame coloured, the colour "
+                        "carried along the motion within each shot, the sound kept.")
+            film_in = gr.Video(label="Film", sources=["upload"], elem_id="film")
+            film_go = gr.Button("Colour the film", variant="primary", elem_id="colour-film")
+            film_out = gr.Video(label="Coloured", interactive=False, elem_id="film-out")
+            film_file = gr.File(label="Download", elem_id="film-download")
+            film_go.click(on_film, [film_in], [film_out, film_file], api_visibility="private")
         outputs = [pairs, slider, gallery, downloads, note]
         guided_outputs = [guide, table, picker]
         redraw = dict(fn=on_vividness, inputs=[photos, temperature, boost], outputs=outputs,
@@ -407,14 +447,42 @@ def api(studio: Studio, max_bytes: int, workers: int = 2, queue: int = 16):
         finally:
             jobs[0] -= 1
 
+    @app.post("/api/colorize-video", response_class=Response)
+    async def colorize_video(request: Request) -> Response:
+        if int(request.headers.get("content-length") or 0) > max_bytes + FORM_OVERHEAD:
+            raise HTTPException(413, f"upload larger than {max_bytes} bytes")
+        if jobs[0] >= queue:
+            raise HTTPException(503, f"busy: {jobs[0]} jobs in the queue; try again in a moment",
+                                headers={"Retry-After": "5"})
+        jobs[0] += 1
+        try:
+            name, data, _ = await read_upload(request, max_bytes, field="video")
+            video = await asyncio.get_running_loop().run_in_executor(pool, film_bytes, studio, data)
+            return Response(video, media_type="video/mp4")
+        except streams.BadVideo as exc:
+            raise HTTPException(400, f"{name}: {exc}") from exc
+        finally:
+            jobs[0] -= 1
+
     return app
+
+
+def film_bytes(studio: Studio, data: bytes) -> bytes:
+    """An uploaded video's bytes -> the coloured MP4's, through files removed afterwards."""
+    folder = studio.workdir / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    try:
+        (folder / "upload").write_bytes(data)
+        return studio.colour_film(folder / "upload", folder / "coloured.mp4").read_bytes()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 FORM_OVERHEAD = 64 * 2**10  # multipart boundaries and headers around the photo
 
 
-async def read_upload(request, max_bytes: int) -> tuple[str, bytes, str]:
-    """The multipart field `photo` (filename, bytes) and the optional text field `hints` (JSON), counting bytes as
+async def read_upload(request, max_bytes: int, field: str = "photo") -> tuple[str, bytes, str]:
+    """The multipart file `field` (filename, bytes) and the optional text field `hints` (JSON), counting bytes as
     they arrive: HTTP 413 past the limit."""
     from fastapi import HTTPException
     from starlette.formparsers import MultiPartException, MultiPartParser
@@ -432,10 +500,10 @@ async def read_upload(request, max_bytes: int) -> tuple[str, bytes, str]:
     try:
         form = await MultiPartParser(request.headers, limited(), max_files=1, max_fields=16).parse()
     except MultiPartException as exc:
-        raise HTTPException(400, f"send the photo as the multipart field 'photo' ({exc.message})") from exc
-    upload = form.get("photo")
+        raise HTTPException(400, f"send the {field} as the multipart field '{field}' ({exc.message})") from exc
+    upload = form.get(field)
     if upload is None or not hasattr(upload, "read"):
-        raise HTTPException(400, "send the photo as the multipart field 'photo'")
+        raise HTTPException(400, f"send the {field} as the multipart field '{field}'")
     data = await upload.read(max_bytes + 1)
     hint_json = form.get("hints") or ""
     await form.close()
@@ -443,7 +511,7 @@ async def read_upload(request, max_bytes: int) -> tuple[str, bytes, str]:
         raise HTTPException(413, f"upload larger than {max_bytes} bytes")
     if not isinstance(hint_json, str):
         raise HTTPException(400, "send the hints as a text field 'hints' (JSON), not a file")
-    return upload.filename or "photo", data, hint_json
+    return upload.filename or field, data, hint_json
 
 
 def port(text: str) -> int:

@@ -1,14 +1,17 @@
-"""Colourise black-and-white photos at their full resolution.
+"""Colourise black-and-white photos and films at their full resolution.
 
     python -m src.colorize old_photos/ scan.jpg --out coloured/
+    python -m src.colorize film.mp4 --out coloured/                   # a video: coloured/film.mp4
     python -m src.colorize photos/ --out out/ --model models           # the pipeline's own model
     python -m src.colorize photos/ --out out/ --model models:/colorizer@champion
     python -m src.colorize scan.jpg --out out/ --hints hints.json    # a hint model, told some colours
 
-INPUT: image files and folders (searched recursively); colour photos are converted to gray first.
-Writes OUT/<stem>.png. The chroma is predicted at the model's resolution, upsampled, and combined with each
-photo's full-resolution gray. Each PNG says in its metadata which model coloured it, that its colours were
-predicted by a machine-learning model, and keeps the input's EXIF (date, camera).
+INPUT: image and video files and folders (searched recursively); colour input is converted to gray first.
+Writes OUT/<stem>.png for a photo, OUT/<stem>.mp4 for a video (H.264; the same frames, size and rate; the input's
+audio kept; colour carried along the motion within each shot, docs/video.md). The chroma is predicted at the
+model's resolution, upsampled, and combined with each frame's full-resolution gray. Each output says in its
+metadata which model coloured it and that its colours were predicted by a machine-learning model; a PNG keeps the
+input's EXIF (date, camera).
 MODEL: by default the released model (release/), or the registry's champion if it beat the release on the same
 images; the first line says which and why. A photo that cannot be read or written, or whose hints are wrong, is
 reported and skipped; the exit status is non-zero only when no photo could be coloured (2: a bad command line,
@@ -32,9 +35,11 @@ from tqdm import tqdm
 from src.core.files import atomic_path
 from src.data import hints, images
 from src.serving import stamp
+from src.video import film, streams
 
 log = logging.getLogger(__name__)
 MAX_PIXELS = 100_000_000
+MAX_FRAME_PIXELS = 3840 * 2160  # a video's frames: 4K at most
 MAX_STEM = 200  # bytes of an output name's stem: the atomic write's temporary name adds ~20 to it (NAME_MAX 255)
 
 
@@ -51,13 +56,14 @@ def find_inputs(paths: list[Path]) -> list[Path]:
 
 
 def output_names(files: list[Path]) -> dict[Path, str]:
-    """<stem>.png, long stems shortened, with a numeric suffix where two inputs share a stem."""
+    """<stem>.png (<stem>.mp4 for a video), long stems shortened, a numeric suffix where two inputs share a name."""
     names, used = {}, set()
     for f in files:
         stem = f.stem.encode()[:MAX_STEM].decode(errors="ignore")
-        name, n = f"{stem}.png", 1
+        suffix = ".mp4" if streams.is_video(f) else ".png"
+        name, n = f"{stem}{suffix}", 1
         while name in used:
-            name, n = f"{stem}-{n}.png", n + 1
+            name, n = f"{stem}-{n}{suffix}", n + 1
         used.add(name)
         names[f] = name
     return names
@@ -84,7 +90,7 @@ def check_out(parser: argparse.ArgumentParser, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image or video files, or folders")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--model", help="release, a model folder (e.g. models), a release .npz or an MLflow URI "
                                         "(default: the released model, or the registry's champion if it beats it)")
@@ -95,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hints", type=Path, metavar="FILE",
                         help='colour hints, JSON: [{"x": 120, "y": 80, "colour": "#c03020"}] for one photo '
                              '(x, y in its pixels), or {"name.jpg": [...]} by file name (needs a hint model)')
+    parser.add_argument("--video", choices=film.METHODS, default="temporal",
+                        help="how a video's frames are coloured: temporal (colour carried along the motion, reset at "
+                             "shot cuts) or frames (each on its own: flickers) (default: %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     check_out(parser, args.out)
@@ -104,21 +113,34 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     given = read_hints(parser, args.hints, files) if args.hints else {}
 
-    from mlflow.exceptions import MlflowException
-
     from src.serving import choice
 
     try:
         chosen = choice.choose(args.model, args.runtime)
-    except (FileNotFoundError, OSError, ValueError, MlflowException) as exc:  # one line, no traceback
+    except (FileNotFoundError, OSError, ValueError) as exc:  # one line, no traceback
         log.error("cannot load model %s: %s", args.model or "release", exc)
         return 1
     log.info(chosen.line())
     if given and not chosen.colorizer.spec.hints:
         log.error("%s takes no hints: colour without --hints, or use a hint model (train.model.hints)", chosen.name)
         return 1
-    target = chosen.colorizer.spec.target
     names = output_names(files)
+    photos = [f for f in files if not streams.is_video(f)]
+    videos = [f for f in files if streams.is_video(f)]
+    if given and any(f in given for f in videos):
+        log.error("hints are for photos: a video takes none")
+        return 1
+    done = colour_photos(photos, chosen, given, args, names)
+    for f in videos:
+        done += colour_video(f, chosen, args.out / names[f], args.video)
+    log.info("coloured %d of %d files into %s", done, len(files), args.out)
+    return 0 if done else 1
+
+
+def colour_photos(files: list[Path], chosen, given: dict[Path, list], args, names: dict[Path, str]) -> int:
+    if not files:
+        return 0
+    target = chosen.colorizer.spec.target
     done = 0
     with tqdm(total=len(files), desc="colorize", unit="photo") as bar:
         for start in range(0, len(files), args.batch_size):
@@ -143,8 +165,25 @@ def main(argv: list[str] | None = None) -> int:
                 info = stamp.fields(chosen.name, chosen.version, hints.described(photo_hints))
                 done += write(args.out / names[f], bgr, info, f)
                 bar.update()
-    log.info("coloured %d of %d files into %s", done, len(files), args.out)
-    return 0 if done else 1
+    return done
+
+
+def colour_video(path: Path, chosen, out: Path, method: str) -> bool:
+    """Colour one video into `out` (atomically); a video that cannot be coloured is logged as a skip (False)."""
+    try:
+        if out.is_dir():
+            raise IsADirectoryError(21, "a folder has that name")
+        clip = streams.scan(path, MAX_FRAME_PIXELS)
+        info = stamp.video_fields(stamp.fields(chosen.name, chosen.version))
+        with tqdm(total=clip.frames, desc=path.name[:30], unit="frame") as bar:
+            film.colour_clip(chosen.colorizer, clip, out, info, method, bar.update)
+    except streams.BadVideo as exc:
+        log.warning("%s: skipped (%s)", path, exc)
+        return False
+    except OSError as exc:
+        log.warning("%s: skipped (cannot write %s: %s)", path, out, exc.strerror or exc)
+        return False
+    return True
 
 
 def read_hints(parser: argparse.ArgumentParser, path: Path, files: list[Path]) -> dict[Path, list]:

@@ -23,6 +23,7 @@ from PIL import Image
 
 from src.data.colour import chroma_bins, luma
 from src.serving.stamp import DIGITAL_SOURCE_TYPE
+from tests import clips
 from tests.conftest import photo
 from tests.services import app_page, free_port, start, stop, wait_for
 from tests.stages.test_evaluate import shards, trained  # noqa: F401  fixtures: a model that learnt real colours
@@ -151,6 +152,33 @@ def test_the_http_api_gives_the_pixels_of_colorize_and_refuses_bad_uploads(train
                            data={"hints": '[{"x": 5, "y": 5, "colour": "#ff0000"}]'})
     assert hinted.status_code == 400 and "models takes no hints" in hinted.json()["detail"]
     assert requests.post(f"{app}/api/colorize", files={"photo": path.open("rb")}, timeout=120).status_code == 200
+
+
+def test_the_http_api_colours_a_film_with_its_sound_and_refuses_bad_ones(app, tmp_path):
+    source = clips.panning_clip(tmp_path / "pan.mp4", frames=12, fps=6)
+    reply = requests.post(f"{app}/api/colorize-video", files={"video": source.open("rb")}, timeout=300)
+    assert reply.status_code == 200 and reply.headers["content-type"] == "video/mp4"
+    (tmp_path / "out.mp4").write_bytes(reply.content)
+    served, given = clips.probe(tmp_path / "out.mp4"), clips.probe(source)
+    assert (served["frames"], served["size"], served["rate"]) == (12, given["size"], given["rate"])
+    assert served["audio"][0] == "aac" and served["tags"]["digital_source_type"] == DIGITAL_SOURCE_TYPE
+    text = requests.post(f"{app}/api/colorize-video", files={"video": ("a.mp4", b"not a video")}, timeout=60)
+    assert text.status_code == 400 and "not a readable video" in text.json()["detail"]
+    long = clips.write(tmp_path / "long.mp4", clips.pan(clips.real_photo(), 62, size=(64, 48), step=1), fps=1,
+                       audio=False)  # 62 s at 1 frame/s: over the page's minute
+    refused = requests.post(f"{app}/api/colorize-video", files={"video": long.open("rb")}, timeout=60)
+    assert refused.status_code == 400 and "longer than the limit" in refused.json()["detail"]
+
+
+def test_the_page_colours_a_film_and_offers_it_to_play_and_download(page, tmp_path):
+    source = clips.panning_clip(tmp_path / "old film.mp4", frames=12, fps=6)
+    page.set_input_files("#film input[type=file]", [str(source)])
+    page.click("#colour-film")
+    link = page.locator("#film-download a[download]")
+    link.first.wait_for(timeout=120_000)
+    assert page.locator("#film-out video").count() == 1  # playable on the page
+    got = clips.probe(download(page, link.first, tmp_path / "got.mp4"))
+    assert got["frames"] == 12 and got["audio"][0] == "aac" and got["tags"]["model"] == "models"
 
 
 def test_uploads_over_the_limit_are_refused(app, tmp_path):

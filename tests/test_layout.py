@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 # bottom to top; the entry modules people type (src/*.py) and the stages sit above every package
-LAYERS = ("core", "data", "model", "training", "serving", "stages")
+LAYERS = ("core", "data", "video", "model", "training", "serving", "stages")
 TOP = len(LAYERS)
 
 

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from src.core.paths import store_absent, tracking_uri
 from src.model import release
 from src.model.predict import META_FILE, Colorizer
 
@@ -91,24 +92,27 @@ def _default(runtime: str) -> Chosen:
 
 def _registered(uri: str, why: str, version=None) -> Chosen:
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     from src.training import tracking
 
     mlflow.set_tracking_uri(tracking.resolve_uri())
-    colorizer = mlflow.pyfunc.load_model(uri).unwrap_python_model().colorizer
+    try:
+        colorizer = mlflow.pyfunc.load_model(uri).unwrap_python_model().colorizer
+    except MlflowException as exc:  # as a ValueError: callers need not import MLflow to report it
+        raise ValueError(exc.message) from exc
     return Chosen(colorizer, uri, f"v{version.version}" if version else "", why, version.run_id if version else "")
 
 
 def _champion():
-    """The registry's champion version, or None (no store, no registered model, no alias)."""
+    """The registry's champion version, or None (no store, no registered model, no alias). MLflow (about 1 s and
+    100 MB) is imported only when there is a store to look in."""
+    uri = tracking_uri()
+    if store_absent(uri):
+        return None
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from src.training import tracking
-
-    uri = tracking.resolve_uri()
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        return None  # never create an empty store just to look
     mlflow.set_tracking_uri(uri)
     try:
         return MlflowClient(uri).get_model_version_by_alias("colorizer", "champion")

@@ -36,6 +36,12 @@ def fields(model: str, version: str, hints: list | None = None) -> dict[str, str
             "Hints": json.dumps(hints) if hints else "none"}
 
 
+def video_fields(info: dict[str, str]) -> dict[str, str]:
+    """The same text as a video's container tags (MP4 keeps any key with movflags use_metadata_tags): snake_case
+    keys, and the description also as `comment`, which players show."""
+    return {key.lower().replace(" ", "_"): value for key, value in info.items()} | {"comment": info["Description"]}
+
+
 def xmp(info: dict[str, str]) -> str:
     """An XMP packet with the IPTC digital source type, the description and the tool."""
     return (

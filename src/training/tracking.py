@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import mlflow
 import numpy as np
 
-from src.core.paths import ROOT
+from src.core.paths import ROOT, tracking_uri
 from src.data.shards import MANIFEST, ShardSet
 from src.training.provenance import dvc_hash, git_commit
 
@@ -28,11 +28,8 @@ class TrackingUnavailable(RuntimeError):
 
 
 def resolve_uri(configured: str = "") -> str:
-    """Param, else $MLFLOW_TRACKING_URI, else an absolute sqlite URI at the repository root.
-
-    Absolute, because DVC experiments run in temporary copies of the repository.
-    """
-    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ROOT / 'mlflow.db'}"
+    """Param, else $MLFLOW_TRACKING_URI, else an absolute sqlite URI at the repository root."""
+    return tracking_uri(configured)
 
 
 def connect(uri: str, experiment: str) -> str:

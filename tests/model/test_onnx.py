@@ -56,16 +56,16 @@ def test_onnx_colours_within_a_level_of_keras_with_and_without_hints():
     assert np.abs(coloured["hints"][0][0].astype(int) - coloured["automatic"][0][0]).max() > 10  # the hint counts
 
 
-def test_colorize_on_onnx_says_so_and_never_loads_tensorflow(tmp_path):
+def test_colorize_on_onnx_says_so_and_never_loads_tensorflow_nor_mlflow_without_a_store(tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
     cv2.imwrite(str(inputs / "old.png"), cv2.cvtColor(photo((90, 120), seed=5), cv2.COLOR_BGR2GRAY))
     code = ("import sys, json; from src import colorize; "
             f"code = colorize.main([{str(inputs)!r}, '--out', {str(tmp_path / 'out')!r}]); "
-            "print(json.dumps([code, 'tensorflow' in sys.modules, 'keras' in sys.modules]))")
+            "print(json.dumps([code, 'tensorflow' in sys.modules, 'keras' in sys.modules, 'mlflow' in sys.modules]))")
     done = run([sys.executable, "-c", code], ROOT,
                env=env() | {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"})
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == [0, False, False]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [0, False, False, False]  # no store: no registry
     first = next(line for line in done.stderr.splitlines() if "model:" in line)
     assert "on onnxruntime" in first and release.NAME in first
     assert cv2.imread(str(tmp_path / "out" / "old.png")).shape == (90, 120, 3)
