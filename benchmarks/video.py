@@ -3,7 +3,7 @@
     python -m benchmarks.video                     # the clips of ../shared/data/video
     python -m benchmarks.video --clips a.mp4 b.mp4 --frames 120
 
-Per clip and overall (frames pooled): PSNR and colourfulness against the truth, flicker as CDC (docs/video.md)
+Per clip and overall (frames pooled): PSNR (of the mean squared error over the frames) and colourfulness, flicker as CDC (docs/video.md)
 and the warp error, for three columns: `frames` (every frame coloured on its own), `temporal` (the default) and
 `truth` (the clip itself: its own CDC is the floor a steady colouring can reach). The network runs once per frame
 and both methods decode the same outputs, so the columns differ only by the method. Speed: frames per second of
@@ -40,15 +40,17 @@ class Column:
     """One column's running figures over a clip."""
 
     def __init__(self, cuts: frozenset[int]):
-        self.meter, self.psnr, self.colourful = flicker.Meter(cuts), [], []
+        self.meter, self.squared, self.colourful = flicker.Meter(cuts), [], []
 
     def add(self, bgr: np.ndarray, gray: np.ndarray, truth: np.ndarray) -> None:
         self.meter.add(bgr, gray)
-        self.psnr.append(metrics.psnr(bgr, truth) if bgr is not truth else np.inf)
+        self.squared.append(metrics.rmse(bgr, truth) ** 2)
         self.colourful.append(metrics.colourfulness(bgr))
 
     def row(self) -> dict:
-        return {"PSNR": float(np.mean(self.psnr)) if np.isfinite(self.psnr).all() else None, "colourfulness": float(np.mean(self.colourful)),
+        # PSNR of the clip's mean squared error: per-frame PSNR is unbounded on the black frames of a fade
+        mse = float(np.mean(self.squared))
+        return {"PSNR": 10 * np.log10(metrics.PEAK**2 / mse) if mse else None, "mse": mse, "colourfulness": float(np.mean(self.colourful)),
                 "CDC": self.meter.cdc, "warp error": self.meter.warp_error, "frames": len(self.psnr)}
 
 
@@ -90,9 +92,10 @@ def speed(clip: Path, method: str) -> float:
 
 
 def pooled(rows: list[dict]) -> dict:
+    """Every clip's frames together: means weighted by frames, PSNR from the pooled squared error."""
     total = sum(r["frames"] for r in rows)
-    return {key: None if rows[0][key] is None else sum(r[key] * r["frames"] for r in rows) / total
-            for key in rows[0] if key != "frames"} | {"frames": total}
+    out = {key: sum(r[key] * r["frames"] for r in rows) / total for key in rows[0] if key not in ("frames", "PSNR")}
+    return {"PSNR": 10 * np.log10(metrics.PEAK**2 / out["mse"]) if out["mse"] else None, **out, "frames": total}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -106,6 +106,16 @@ def test_a_cut_is_found_and_no_colour_crosses_it(tmp_path, colorizer):
     assert not np.array_equal(temporal[13], coloured(colorizer, decoded[13:14], "frames")[0])  # carried again
 
 
+def test_a_fade_through_black_is_a_cut_too(tmp_path):
+    """The content detector misses a slow fade; the threshold detector finds it, so nothing is carried across."""
+    first = clips.pan(clips.real_photo("china.jpg"), 12, size=(160, 96))
+    second = clips.pan(clips.real_photo("flower.jpg"), 12, size=(160, 96))
+    out = [(first[-1] * (1 - k / 8)).astype(np.uint8) for k in range(1, 9)]
+    into = [(second[0] * (k / 8)).astype(np.uint8) for k in range(1, 9)]
+    clip = streams.scan(clips.write(tmp_path / "fade.mp4", first + out + into + second, audio=False), 10**8)
+    assert len(clip.cuts) == 1 and 12 < min(clip.cuts) < 28, sorted(clip.cuts)
+
+
 def bad_videos(folder: Path) -> dict[str, str]:
     """Each kind of bad video, with the reason colorize must give."""
     good = clips.panning_clip(folder / "good.mp4", frames=12, audio=False)

@@ -1,6 +1,7 @@
 """Colour that follows the motion: each frame's predicted chroma blended with the colour already given to the
 previous frame, carried along the optical flow of the gray frames (OpenCV's DIS), trusting the prediction wherever
-the flow fails (a forward-backward check) and starting afresh at a shot cut.
+the flow fails (a forward-backward check) or the carried surface does not look the same (its gray level), and
+starting afresh at a shot cut.
 
 It is a recursive filter along motion: with CARRY 0.85 a pixel's colour is a weighted mean over the last ~7 frames
 of the same surface, which steadies what the network guesses differently frame to frame (flicker), and a new
@@ -17,6 +18,7 @@ import numpy as np
 # 0.09-0.13 dB (docs/video.md).
 CARRY = 0.85  # weight of the carried colour where the flow holds
 CONSISTENT = 1.0  # grid cells: a forward-backward mismatch of this much makes the flow's trust exp(-1/2)
+SAME_LIGHT = 12.0  # gray levels: a carried cell this much darker or brighter than the frame's makes it exp(-1/2)
 
 
 class Carrier:
@@ -51,5 +53,8 @@ class Carrier:
                                  borderMode=cv2.BORDER_REPLICATE)
         there = cv2.remap(ahead, where[..., 0], where[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         mismatch = np.sum((back + there) ** 2, axis=-1)  # a round trip that does not come back: occluded or wrong
+        # and the carried surface must look the same: a fade, a flash or a new object under a smooth flow does not
+        seen = cv2.remap(self.gray, where[..., 0], where[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        change = (gray.astype(np.float32) - seen) ** 2
         inside = (where[..., 0] >= 0) & (where[..., 0] <= w - 1) & (where[..., 1] >= 0) & (where[..., 1] <= h - 1)
-        return np.exp(-mismatch / (2 * CONSISTENT**2)) * inside
+        return np.exp(-mismatch / (2 * CONSISTENT**2) - change / (2 * SAME_LIGHT**2)) * inside
