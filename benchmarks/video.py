@@ -3,12 +3,13 @@
     python -m benchmarks.video                     # the clips of ../shared/data/video
     python -m benchmarks.video --clips a.mp4 b.mp4 --frames 120
 
-Per clip and overall (frames pooled): PSNR (of the mean squared error over the frames) and colourfulness, flicker as CDC (docs/video.md)
-and the warp error, for three columns: `frames` (every frame coloured on its own), `temporal` (the default) and
-`truth` (the clip itself: its own CDC is the floor a steady colouring can reach). The network runs once per frame
-and both methods decode the same outputs, so the columns differ only by the method. Speed: frames per second of
-`python -m src.colorize CLIP --video METHOD` (decode, colour, encode) at 640x360 on this machine, both methods,
-after the columns (nothing else running). Writes experiments/benchmarks/video.json and docs/images/video_strip.png.
+Per clip and overall (frames pooled): PSNR (of the mean squared error over the frames) and colourfulness, flicker
+as CDC (docs/video.md) and the warp error, for three columns: `frames` (every frame coloured on its own),
+`temporal` (the default) and `truth` (the clip itself: its own CDC is the floor a steady colouring can reach).
+The network runs once per frame and both methods decode the same outputs, so the columns differ only by the
+method. Speed: frames per second of `python -m src.colorize CLIP --video METHOD` (decode, colour, encode) at
+640x360 on this machine, both methods, after the columns (nothing else running). Writes
+experiments/benchmarks/video.json and docs/images/video_strip.png.
 """
 from __future__ import annotations
 
@@ -50,8 +51,9 @@ class Column:
     def row(self) -> dict:
         # PSNR of the clip's mean squared error: per-frame PSNR is unbounded on the black frames of a fade
         mse = float(np.mean(self.squared))
-        return {"PSNR": 10 * np.log10(metrics.PEAK**2 / mse) if mse else None, "mse": mse, "colourfulness": float(np.mean(self.colourful)),
-                "CDC": self.meter.cdc, "warp error": self.meter.warp_error, "frames": len(self.psnr)}
+        return {"PSNR": float(10 * np.log10(metrics.PEAK**2 / mse)) if mse else None, "mse": mse,
+                "colourfulness": float(np.mean(self.colourful)), "CDC": self.meter.cdc,
+                "warp error": self.meter.warp_error, "frames": len(self.squared)}
 
 
 def score(colorizer, clip: streams.Clip, limit: int | None, strip: list | None) -> dict:
@@ -95,7 +97,7 @@ def pooled(rows: list[dict]) -> dict:
     """Every clip's frames together: means weighted by frames, PSNR from the pooled squared error."""
     total = sum(r["frames"] for r in rows)
     out = {key: sum(r[key] * r["frames"] for r in rows) / total for key in rows[0] if key not in ("frames", "PSNR")}
-    return {"PSNR": 10 * np.log10(metrics.PEAK**2 / out["mse"]) if out["mse"] else None, **out, "frames": total}
+    return {"PSNR": float(10 * np.log10(metrics.PEAK**2 / out["mse"])) if out["mse"] else None, **out, "frames": total}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -102,7 +102,8 @@ def scan(path: Path, max_pixels: int, max_frames: int | None = None, max_seconds
                 detector.add(frame.to_ndarray(format="gray"))
                 frames += 1
         except av.FFmpegError as exc:
-            raise BadVideo(f"corrupt or truncated after {frames} frames ({exc.strerror or type(exc).__name__})") from exc
+            reason = exc.strerror or type(exc).__name__
+            raise BadVideo(f"corrupt or truncated after {frames} frames ({reason})") from exc
         if not frames:
             raise BadVideo("no frames")
         if stream.frames and frames < stream.frames:
