@@ -9,7 +9,7 @@ as CDC (docs/video.md) and the warp error, for three columns: `frames` (every fr
 The network runs once per frame and both methods decode the same outputs, so the columns differ only by the
 method. Speed: frames per second of `python -m src.colorize CLIP --video METHOD` (decode, colour, encode) at
 640x360 on this machine, both methods, after the columns (nothing else running). Writes
-experiments/benchmarks/video.json and docs/images/video_strip.png.
+experiments/benchmarks/video.json and docs/images/video_strip.jpg.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ CLIPS = ROOT.parent / "shared" / "data" / "video"
 COLUMNS = ("frames", "temporal", "truth")
 SPEED_CLIP = "traffic.mp4"  # the 640x360 one
 STRIP_CLIP, STRIP_FRAMES = "horses.mp4", (20, 60, 100)
-STRIP = ROOT / "docs" / "images" / "video_strip.png"
+STRIP = ROOT / "docs" / "images" / "video_strip.jpg"
 
 
 class Column:
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     if strip:
         rows = [np.concatenate([cv2.resize(im, (320, 180)) for im in row], axis=1) for row in strip[:3]]
         STRIP.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(STRIP), np.concatenate(rows, axis=0))
+        cv2.imwrite(str(STRIP), np.concatenate(rows, axis=0), [cv2.IMWRITE_JPEG_QUALITY, 85])
     print(f"wrote {save('video', results)}")
 
 
