@@ -426,16 +426,20 @@ def api(studio: Studio, max_bytes: int, workers: int = 2, queue: int = 16):
 
     app = FastAPI(title="colorizer")
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="colorize")
-    jobs = [0]  # photos accepted and not yet answered; touched only in the event loop
+    jobs = [0]  # uploads accepted and not yet answered; touched only in the event loop
 
-    @app.post("/api/colorize", response_class=Response)
-    async def colorize(request: Request) -> Response:
+    def admit(request: Request) -> None:
+        """Refuse before reading anything: a declared size over the limit (413), a full queue (503)."""
         if int(request.headers.get("content-length") or 0) > max_bytes + FORM_OVERHEAD:
             raise HTTPException(413, f"upload larger than {max_bytes} bytes")
         if jobs[0] >= queue:
-            raise HTTPException(503, f"busy: {jobs[0]} photos in the queue; try again in a moment",
+            raise HTTPException(503, f"busy: {jobs[0]} jobs in the queue; try again in a moment",
                                 headers={"Retry-After": "5"})
         jobs[0] += 1
+
+    @app.post("/api/colorize", response_class=Response)
+    async def colorize(request: Request) -> Response:
+        admit(request)
         try:
             name, data, hint_json = await read_upload(request, max_bytes)
             return Response(await asyncio.get_running_loop().run_in_executor(pool, studio.png, data, hint_json),
@@ -449,12 +453,7 @@ def api(studio: Studio, max_bytes: int, workers: int = 2, queue: int = 16):
 
     @app.post("/api/colorize-video", response_class=Response)
     async def colorize_video(request: Request) -> Response:
-        if int(request.headers.get("content-length") or 0) > max_bytes + FORM_OVERHEAD:
-            raise HTTPException(413, f"upload larger than {max_bytes} bytes")
-        if jobs[0] >= queue:
-            raise HTTPException(503, f"busy: {jobs[0]} jobs in the queue; try again in a moment",
-                                headers={"Retry-After": "5"})
-        jobs[0] += 1
+        admit(request)
         try:
             name, data, _ = await read_upload(request, max_bytes, field="video")
             video = await asyncio.get_running_loop().run_in_executor(pool, film_bytes, studio, data)
