@@ -8,6 +8,7 @@ runs on onnxruntime where it is installed (its ONNX files: src/model/onnx_runtim
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from src.core.paths import store_absent, tracking_uri
 from src.model import release
 from src.model.predict import META_FILE, Colorizer
 
+log = logging.getLogger(__name__)
 REGISTERED = "models:/colorizer@champion"
 RELEASE = "release"
 RUNTIMES = ("onnx", "keras")
@@ -48,9 +50,15 @@ def is_uri(spec: str) -> bool:
 def choose(spec: str | None, runtime: str | None = None) -> Chosen:
     """Load the model `spec` names, or the default; release.ReleaseError, FileNotFoundError or OSError say why not.
     `runtime` (onnx | keras; default onnx where onnxruntime is installed) is how a release runs."""
-    runtime = runtime or default_runtime()
+    asked, runtime = runtime, runtime or default_runtime()
     if spec is None:
-        return _default(runtime)
+        try:
+            return _default(runtime)
+        except release.ReleaseError as exc:  # its ONNX files could not be built as recorded: Keras still colours
+            if asked or runtime != "onnx":
+                raise
+            log.warning("%s; colouring on Keras instead", exc)
+            return _default("keras")
     if spec == RELEASE or spec.endswith(".npz"):
         path = release.WEIGHTS if spec == RELEASE else Path(spec)
         return _release(path, "named by --model", runtime)
