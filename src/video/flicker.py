@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 from scipy.spatial.distance import jensenshannon
 
+from src.video import temporal
+
 STEPS = (1, 2, 4)
 BINS = 64  # per Lab channel (OpenCV's 8-bit a and b: 0..255)
 WIDTH = 320  # the warp error's working width
@@ -68,16 +70,9 @@ class Meter:
         ab = ab.astype(np.float32) / 255.0
         if self.previous is not None:
             before, before_ab = self.previous
-            back = self.flow.calc(small, before, None)  # this frame's pixels in the previous frame
-            ahead = self.flow.calc(before, small, None)
-            grid = np.stack(np.meshgrid(np.arange(size[0], dtype=np.float32),
-                                        np.arange(size[1], dtype=np.float32)), axis=-1)
-            where = grid + back
+            where, mismatch, inside = temporal.follow(self.flow, small, before)
             carried = cv2.remap(before_ab, where[..., 0], where[..., 1], cv2.INTER_LINEAR)
-            there = cv2.remap(ahead, where[..., 0], where[..., 1], cv2.INTER_LINEAR)
-            kept = np.sum((back + there) ** 2, axis=-1) < OCCLUDED**2
-            kept &= (where[..., 0] >= 0) & (where[..., 0] <= size[0] - 1)
-            kept &= (where[..., 1] >= 0) & (where[..., 1] <= size[1] - 1)
+            kept = (mismatch < OCCLUDED**2) & inside
             if kept.any():
                 self.warp_errors.append(float(np.mean(np.sum((ab - carried) ** 2, axis=-1)[kept])))
         self.previous = (small, ab)

@@ -44,17 +44,23 @@ class Carrier:
     def trust(self, gray: np.ndarray) -> np.ndarray:
         """Per cell of the new frame, 0..1: how far its backward flow can be trusted. Also sets `carried`, the
         previous frame's chroma warped onto this one."""
-        back = self.flow.calc(gray, self.gray, None)  # where each cell of this frame was in the previous one
-        ahead = self.flow.calc(self.gray, gray, None)
-        h, w = gray.shape
-        grid = np.stack(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)), axis=-1)
-        where = grid + back
+        where, mismatch, inside = follow(self.flow, gray, self.gray)
         self.carried = cv2.remap(self.chroma, where[..., 0], where[..., 1], cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_REPLICATE)
-        there = cv2.remap(ahead, where[..., 0], where[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        mismatch = np.sum((back + there) ** 2, axis=-1)  # a round trip that does not come back: occluded or wrong
-        # and the carried surface must look the same: a fade, a flash or a new object under a smooth flow does not
+        # the carried surface must also look the same: a fade, a flash or a new object under a smooth flow does not
         seen = cv2.remap(self.gray, where[..., 0], where[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         change = (gray.astype(np.float32) - seen) ** 2
-        inside = (where[..., 0] >= 0) & (where[..., 0] <= w - 1) & (where[..., 1] >= 0) & (where[..., 1] <= h - 1)
         return np.exp(-mismatch / (2 * CONSISTENT**2) - change / (2 * SAME_LIGHT**2)) * inside
+
+
+def follow(flow, gray: np.ndarray, before: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each pixel of `gray` was in `before` (h, w, 2), the squared mismatch of the round trip back and forth
+    (occluded or wrong where large), and whether that place lies inside the frame."""
+    back = flow.calc(gray, before, None)
+    ahead = flow.calc(before, gray, None)
+    h, w = gray.shape
+    grid = np.stack(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)), axis=-1)
+    where = grid + back
+    there = cv2.remap(ahead, where[..., 0], where[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    inside = (where[..., 0] >= 0) & (where[..., 0] <= w - 1) & (where[..., 1] >= 0) & (where[..., 1] <= h - 1)
+    return where, np.sum((back + there) ** 2, axis=-1), inside
