@@ -269,6 +269,14 @@ def build(studio: Studio):
         pairs, first, gallery, files, _ = show(photos, temperature, boost)
         return pairs, first, gallery, files, gr.skip()
 
+    def on_hints_changed(photos, drawn, temperature, boost):
+        """The full-resolution redraw chained after each hint edit, skipped when the hints are those already drawn:
+        a no-op edit (the picker set by the page after a click) would otherwise render again and race the first."""
+        now = [temperature, boost, [[(h.x, h.y, h.rgb) for h in photo.given] for photo in photos]]
+        if now == drawn:
+            return (gr.skip(),) * 6
+        return *on_vividness(photos, temperature, boost), now
+
     def on_select(photos, pairs, temperature, boost, evt: gr.SelectData):
         return pairs[evt.index], evt.index, *guided(photos, evt.index, temperature, boost)
 
@@ -376,6 +384,7 @@ def build(studio: Studio):
                     clear = gr.Button("Clear hints", elem_id="clear-hints")
         downloads = gr.File(label="Download (PNG each, and a zip of all)", file_count="multiple", elem_id="downloads")
         photos, pairs, current, selected = gr.State([]), gr.State([]), gr.State(0), gr.State(None)
+        drawn = gr.State(None)  # what the downloads were last rendered with, by on_hints_changed
         gr.Examples([[[str(path)]] for path, _ in sample_photos()[:4]], inputs=upload, label="Sample photos")
         with gr.Column(elem_id="films"):
             gr.Markdown(f"## Colour a film\nA black-and-white film (or a colour one, made gray first), up to "
@@ -388,7 +397,7 @@ def build(studio: Studio):
             film_go.click(on_film, [film_in], [film_out, film_file], api_visibility="private")
         outputs = [pairs, slider, gallery, downloads, note]
         guided_outputs = [guide, table, picker]
-        redraw = dict(fn=on_vividness, inputs=[photos, temperature, boost], outputs=outputs,
+        redraw = dict(fn=on_hints_changed, inputs=[photos, drawn, temperature, boost], outputs=[*outputs, drawn],
                       api_visibility="private")  # the downloads follow the hints at full resolution
         private = dict(api_visibility="private")
         go.click(on_colourise, [upload, temperature, boost], [photos, *outputs], **private).then(
