@@ -118,6 +118,14 @@ def _by_content(graph) -> list:
     return ordered
 
 
+def export_folder(model_dir: Path, dest: Path) -> str:
+    """Write a model folder's network (models/, as the pipeline trained it) as one ONNX file; its SHA-256."""
+    from src.model.predict import load
+
+    colorizer = load(model_dir)
+    return export(colorizer.model, colorizer.image_size, colorizer.spec.hints, dest)
+
+
 def build(weights: Path, out: Path) -> dict[str, Path]:
     """Export a release's ONNX files into `out`: {"automatic": path[, "hints": path]}."""
     colorizer = release.load(weights)

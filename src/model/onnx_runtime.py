@@ -100,6 +100,13 @@ def load(weights: Path = release.WEIGHTS):
     return Colorizer(OnnxNetwork(paths["hints"]), InputSpec.of(p.model), int(meta["image_size"]), automatic)
 
 
+def load_file(path: Path, meta: dict):
+    """A model folder's colorizer exported as one ONNX file (the registry's ONNX flavour), `meta` its model.json."""
+    from src.model.predict import Colorizer, spec_of
+
+    return Colorizer(OnnxNetwork(path), spec_of(meta), int(meta["image_size"]))
+
+
 def file_names(weights: Path, meta: dict | None = None) -> dict[str, str]:
     """{"automatic": file name[, "hints": file name]}: a release's ONNX files (a hint release has both)."""
     names = {"automatic": f"{weights.stem}-automatic.onnx"}

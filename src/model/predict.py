@@ -235,9 +235,13 @@ def load(folder: Path | str) -> Colorizer:
 
     meta = json.loads((folder / META_FILE).read_text())
     model = keras.saving.load_model(folder / MODEL_FILE, compile=False, safe_mode=True)
-    spec = InputSpec(meta["gray"], meta["target"], float(meta.get("temperature", 1.0)),
+    return Colorizer(model, spec_of(meta), int(meta["image_size"]))
+
+
+def spec_of(meta: dict) -> InputSpec:
+    """What a model folder's model.json says the network takes and gives."""
+    return InputSpec(meta["gray"], meta["target"], float(meta.get("temperature", 1.0)),
                      float(meta.get("colour_boost", 0.0)), bool(meta.get("hints", False)))
-    return Colorizer(model, spec, int(meta["image_size"]))
 
 
 def sample_grid(records: np.ndarray, predicted_bgr: np.ndarray, scale: int = 2) -> np.ndarray:

@@ -3,7 +3,8 @@
 --model names one (`release`, a release .npz, a model folder, or an MLflow URI); otherwise the registry's
 champion when it beat the released model on the same test images, else the released model (release/). A release
 runs on onnxruntime where it is installed (its ONNX files: src/model/onnx_runtime.py), without loading TensorFlow;
-`--runtime keras` runs it as Keras. Other models run as Keras.
+`--runtime keras` runs it as Keras. So does a registered model that carries the ONNX flavour (src/serving/pyfunc.py);
+a model folder runs as Keras.
 """
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def choose(spec: str | None, runtime: str | None = None) -> Chosen:
         path = release.WEIGHTS if spec == RELEASE else Path(spec)
         return _release(path, "named by --model", runtime)
     if is_uri(spec):
-        return _registered(spec, "named by --model")
+        return _registered(spec, "named by --model", runtime)
     from src.model.predict import load
 
     colorizer = load(spec)  # its own clear error when the folder holds no model
@@ -91,14 +92,14 @@ def _default(runtime: str) -> Chosen:
         wins, figures = registry.beats_release(champion)
         if wins:
             return _registered(REGISTERED, f"the registry's champion v{champion.version} beats the release: {figures}",
-                               champion)
+                               runtime, champion)
         why = f"the registry's champion v{champion.version} does not beat it: {figures}"
     else:
         why = "no registry champion"
     return _release(release.WEIGHTS, f"the released model; {why}", runtime)
 
 
-def _registered(uri: str, why: str, version=None) -> Chosen:
+def _registered(uri: str, why: str, runtime: str, version=None) -> Chosen:
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -106,10 +107,13 @@ def _registered(uri: str, why: str, version=None) -> Chosen:
 
     mlflow.set_tracking_uri(tracking.resolve_uri())
     try:
-        colorizer = mlflow.pyfunc.load_model(uri).unwrap_python_model().colorizer
+        # only a Keras run is asked for: versions logged before the ONNX flavour take no config (and would warn)
+        config = {"runtime": "keras"} if runtime == "keras" else None
+        model = mlflow.pyfunc.load_model(uri, model_config=config).unwrap_python_model()
     except MlflowException as exc:  # as a ValueError: callers need not import MLflow to report it
         raise ValueError(exc.message) from exc
-    return Chosen(colorizer, uri, f"v{version.version}" if version else "", why, version.run_id if version else "")
+    return Chosen(model.colorizer, uri, f"v{version.version}" if version else "", why,
+                  version.run_id if version else "", getattr(model, "runtime", "keras"))
 
 
 def _champion():

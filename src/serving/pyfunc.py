@@ -7,9 +7,16 @@ more than MAX_REQUEST_PIXELS pixels in all is refused (HTTP 400): split big batc
 
 Logged as MLflow "models from code": the registry holds src/serving/serving_entry.py and src/, not a pickled object, so
 loading `models:/colorizer@champion` runs this repository's code and Keras' safe-mode loader, no pickle.
+
+The logged model also carries the network as ONNX (src/model/onnx_export.py) under MLflow's `onnx` flavour:
+`mlflow.onnx.load_model(uri)` gives it to any ONNX tool, and this pyfunc runs it on onnxruntime (no TensorFlow in
+the serving process) unless loaded with model_config={"runtime": "keras"} (for `mlflow models serve`, the environment
+variable MLFLOW_PYFUNC_INFERENCE_CONFIG='{"runtime": "keras"}'). Versions logged before it run as Keras.
 """
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -22,14 +29,22 @@ from src.core.paths import ROOT
 ENTRY = Path(__file__).with_name("serving_entry.py")
 
 ARTIFACT = "colorizer"
+ONNX = "onnx"  # the artifact holding the network as ONNX, which the `onnx` flavour names too
 MAX_REQUEST_PIXELS = 50_000_000  # about four 12 MP photos; the JSON of one is already ~50 MB
 
 
 class ColorizerModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        from src.model.predict import load
+        from src.model import onnx_runtime
+        from src.model.predict import META_FILE, load
 
-        self.colorizer = load(context.artifacts[ARTIFACT])  # Keras safe mode: no code from the weights file
+        folder, exported = Path(context.artifacts[ARTIFACT]), context.artifacts.get(ONNX)
+        self.runtime = (context.model_config or {}).get("runtime", "onnx")
+        if exported and self.runtime == "onnx" and onnx_runtime.available():
+            self.colorizer = onnx_runtime.load_file(Path(exported), json.loads((folder / META_FILE).read_text()))
+        else:
+            self.runtime = "keras"
+            self.colorizer = load(folder)  # Keras safe mode: no code from the weights file
 
     def predict(self, context, model_input: np.ndarray, params=None):  # ndarray: validated by the signature
         gray = np.asarray(model_input)
@@ -44,17 +59,40 @@ class ColorizerModel(mlflow.pyfunc.PythonModel):
         return np.stack([cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) for bgr in self.colorizer.colorize(list(gray))])
 
 
+class _WithOnnx:
+    """The flavour module Model.log saves with: mlflow.pyfunc's, plus the `onnx` flavour naming the pyfunc's own
+    copy of the ONNX file (one copy in the store)."""
+    __name__ = "colorizer"
+
+    @staticmethod
+    def save_model(path, mlflow_model, **kwargs):
+        import onnx
+        from mlflow.models.model import MLMODEL_FILE_NAME
+
+        mlflow.pyfunc.save_model(path, mlflow_model=mlflow_model, **kwargs)
+        copied = mlflow_model.flavors["python_function"]["artifacts"][ONNX]["path"]
+        mlflow_model.add_flavor("onnx", onnx_version=onnx.__version__, data=copied,
+                                providers=["CPUExecutionProvider"], onnx_session_options=None, code=None)
+        mlflow_model.save(str(Path(path) / MLMODEL_FILE_NAME))  # pyfunc's save_model wrote it without the flavour
+
+
 def log(model_dir: Path, example: np.ndarray):
-    """Log the pyfunc as models from code (src/serving/serving_entry.py, with src/) into the active run; the ModelInfo."""
-    from mlflow.models import ModelSignature
+    """Log the pyfunc as models from code (src/serving/serving_entry.py, with src/) into the active run, with the
+    network exported to ONNX beside it (about 20 s); the ModelInfo."""
+    from mlflow.models import Model, ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
+    from src.model.onnx_export import export_folder
     from src.training.tracking import requirements
 
     signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1))]),
                                outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]))
-    return mlflow.pyfunc.log_model(
-        name=ARTIFACT, python_model=str(ENTRY), artifacts={ARTIFACT: str(model_dir)},
-        code_paths=[str(ROOT / "src")], signature=signature, input_example=example[:1],
-        pip_requirements=requirements(),
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        exported = Path(tmp) / "model.onnx"
+        export_folder(model_dir, exported)
+        return Model.log(
+            artifact_path=None, name=ARTIFACT, flavor=_WithOnnx, python_model=str(ENTRY),
+            artifacts={ARTIFACT: str(model_dir), ONNX: str(exported)}, code_paths=[str(ROOT / "src")],
+            signature=signature, input_example=example[:1], pip_requirements=requirements("onnxruntime"),
+            model_config={"runtime": "onnx"},  # declared, so that a load may override it
+        )

@@ -86,11 +86,12 @@ def log_model(model: keras.Model, example: np.ndarray, meta: dict) -> str:
     return info.model_uri
 
 
-def requirements() -> list[str]:
-    """Pinned runtime requirements of a logged model (MLflow's own inference needs a network round trip)."""
+def requirements(*also: str) -> list[str]:
+    """Pinned runtime requirements of a logged model, and of the packages `also` names (MLflow's own inference of
+    them needs a network round trip)."""
     from importlib.metadata import version
 
-    return [f"{name}=={version(name)}" for name in ("keras", "tensorflow", "numpy", "opencv-python-headless")]
+    return [f"{name}=={version(name)}" for name in ("keras", "tensorflow", "numpy", "opencv-python-headless", *also)]
 
 
 def log_json(data: dict, artifact_file: str) -> None:

@@ -189,6 +189,27 @@ def test_the_registered_model_is_code_not_a_pickle(trained, shards, tmp_path):
     assert out.shape == (2, shards.image_size, shards.image_size, 3)
 
 
+def test_the_registered_model_carries_the_onnx_flavour_and_its_pyfunc_runs_it(trained, shards, tmp_path):
+    """The ONNX flavour is the network itself (any ONNX tool loads it); the pyfunc, which `mlflow models serve`
+    serves, runs it on onnxruntime within a level of the Keras model it was exported from."""
+    import onnx
+
+    model_tmp, uri = trained
+    p = EvaluateParams(register_as="colorizer-onnx", compare_release=False)
+    result, out = run_evaluate(trained, shards, tmp_path, p)
+    evaluate.track(p, result, where(trained), model_dir=model_tmp / "models", shards_dir=shards.root, reports=out)
+    mlflow.set_tracking_uri(uri)
+    graph = mlflow.onnx.load_model("models:/colorizer-onnx@champion")
+    assert isinstance(graph, onnx.ModelProto) and [i.name for i in graph.graph.input] == ["gray"]
+    gray = shards.load("test", limit=3)[..., colour.Y]
+    on_onnx, on_keras = (mlflow.pyfunc.load_model("models:/colorizer-onnx@champion", model_config=config)
+                         for config in (None, {"runtime": "keras"}))
+    assert (on_onnx.unwrap_python_model().runtime, on_keras.unwrap_python_model().runtime) == ("onnx", "keras")
+    keras_rgb = np.stack([c[..., ::-1] for c in load(model_tmp / "models").colorize(list(gray))])
+    assert np.abs(on_keras.predict(gray).astype(int) - keras_rgb).max() == 0
+    assert np.abs(on_onnx.predict(gray).astype(int) - keras_rgb).max() <= 1
+
+
 def test_a_tampered_models_folder_cannot_redirect_the_tracking(trained, shards, tmp_path):
     tampered = tmp_path / "models"
     shutil.copytree(trained[0] / "models", tampered)
