@@ -116,6 +116,18 @@ def test_a_fade_through_black_is_a_cut_too(tmp_path):
     assert len(clip.cuts) == 1 and 12 < min(clip.cuts) < 28, sorted(clip.cuts)
 
 
+def test_colour_guessed_in_the_dark_is_not_carried_into_a_fade_in(colorizer):
+    """Frames near black (a title's end) then a slow fade-in, no cut between: what the network guessed where
+    nothing could be seen must not colour the photo as it appears (deer-cuts.mp4 did: 1.8x frame by frame's CDC)."""
+    dark, photo = (clips.pan(clips.real_photo(name), 1, size=(160, 96))[0].astype(np.float32)
+                   for name in ("china.jpg", "flower.jpg"))
+    frames = [(dark * 0.01).astype(np.uint8)] * 8 + [(photo * k / 24).astype(np.uint8) for k in range(1, 25)]
+    by_frame, temporal = coloured(colorizer, frames, "frames"), coloured(colorizer, frames, "temporal")
+    apart = [float(np.abs(t.astype(int) - f).mean()) for t, f in zip(temporal, by_frame)]
+    # the fade's first 8 frames: 0.26 levels from frame by frame's on average; 0.58 when the dark was trusted
+    assert np.mean(apart[8:16]) < 0.4, [round(a, 2) for a in apart]
+
+
 def bad_videos(folder: Path) -> dict[str, str]:
     """Each kind of bad video, with the reason colorize must give."""
     good = clips.panning_clip(folder / "good.mp4", frames=12, audio=False)

@@ -19,6 +19,9 @@ import numpy as np
 CARRY = 0.85  # weight of the carried colour where the flow holds
 CONSISTENT = 1.0  # grid cells: a forward-backward mismatch of this much makes the flow's trust exp(-1/2)
 SAME_LIGHT = 12.0  # gray levels: a carried cell this much darker or brighter than the frame's makes it exp(-1/2)
+# gray levels: colour carried from a cell darker than this was never seen, so it is trusted only in proportion (the
+# network guesses colour on black frames; deer-cuts.mp4 carried that guess into a fade-in: 1.8x frame by frame's CDC)
+DARK = 16.0
 
 
 class Carrier:
@@ -47,10 +50,12 @@ class Carrier:
         where, mismatch, inside = follow(self.flow, gray, self.gray)
         self.carried = cv2.remap(self.chroma, where[..., 0], where[..., 1], cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_REPLICATE)
-        # the carried surface must also look the same: a fade, a flash or a new object under a smooth flow does not
+        # the carried surface must also look the same (a fade, a flash or a new object under a smooth flow does not),
+        # and have been visible
         seen = cv2.remap(self.gray, where[..., 0], where[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         change = (gray.astype(np.float32) - seen) ** 2
-        return np.exp(-mismatch / (2 * CONSISTENT**2) - change / (2 * SAME_LIGHT**2)) * inside
+        visible = np.clip(seen / DARK, 0.0, 1.0)
+        return np.exp(-mismatch / (2 * CONSISTENT**2) - change / (2 * SAME_LIGHT**2)) * inside * visible
 
 
 def follow(flow, gray: np.ndarray, before: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
