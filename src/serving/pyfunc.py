@@ -16,6 +16,7 @@ variable MLFLOW_PYFUNC_INFERENCE_CONFIG='{"runtime": "keras"}'). Versions logged
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from pathlib import Path
 
@@ -25,6 +26,8 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 
 from src.core.paths import ROOT
+
+logger = logging.getLogger(__name__)
 
 ENTRY = Path(__file__).with_name("serving_entry.py")
 
@@ -76,23 +79,39 @@ class _WithOnnx:
         mlflow_model.save(str(Path(path) / MLMODEL_FILE_NAME))  # pyfunc's save_model wrote it without the flavour
 
 
+def exported(model_dir: Path, dest: Path) -> Path | None:
+    """The model folder's network as ONNX at `dest`, or None, with a warning, where onnxruntime cannot run the export
+    (a mixed-precision model: tf2onnx writes float16 casts that onnxruntime refuses to load)."""
+    from src.model.onnx_export import export_folder
+    from src.model.onnx_runtime import OnnxNetwork
+
+    try:
+        export_folder(model_dir, dest)
+        OnnxNetwork(dest).session  # noqa: B018  opening it is the check
+    except Exception as exc:  # noqa: BLE001 - whatever the exporter or the runtime refuses, Keras still serves
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        logger.warning("registered without the ONNX flavour: its export does not run on onnxruntime (%s)", reason)
+        return None
+    return dest
+
+
 def log(model_dir: Path, example: np.ndarray):
     """Log the pyfunc as models from code (src/serving/serving_entry.py, with src/) into the active run, with the
-    network exported to ONNX beside it (about 20 s); the ModelInfo."""
+    network exported to ONNX beside it where onnxruntime runs the export (about 20 s); the ModelInfo."""
     from mlflow.models import Model, ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
-    from src.model.onnx_export import export_folder
     from src.training.tracking import requirements
 
     signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1))]),
                                outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]))
     with tempfile.TemporaryDirectory() as tmp:
-        exported = Path(tmp) / "model.onnx"
-        export_folder(model_dir, exported)
+        onnx_file = exported(model_dir, Path(tmp) / "model.onnx")
+        artifacts = {ARTIFACT: str(model_dir)} | ({ONNX: str(onnx_file)} if onnx_file else {})
         return Model.log(
-            artifact_path=None, name=ARTIFACT, flavor=_WithOnnx, python_model=str(ENTRY),
-            artifacts={ARTIFACT: str(model_dir), ONNX: str(exported)}, code_paths=[str(ROOT / "src")],
-            signature=signature, input_example=example[:1], pip_requirements=requirements("onnxruntime"),
+            artifact_path=None, name=ARTIFACT, flavor=_WithOnnx if onnx_file else mlflow.pyfunc,
+            python_model=str(ENTRY), artifacts=artifacts,
+            code_paths=[str(ROOT / "src")], signature=signature, input_example=example[:1],
+            pip_requirements=requirements("onnxruntime"),
             model_config={"runtime": "onnx"},  # declared, so that a load may override it
         )
