@@ -3,8 +3,8 @@
 --model names one (`release`, a release .npz, a model folder, or an MLflow URI); otherwise the registry's
 champion when it beat the released model on the same test images, else the released model (release/). A release
 runs on onnxruntime where it is installed (its ONNX files: src/model/onnx_runtime.py), without loading TensorFlow;
-`--runtime keras` runs it as Keras. So does a registered model that carries the ONNX flavour (src/serving/pyfunc.py);
-a model folder runs as Keras.
+`--runtime keras` runs it as Keras. A registered model that carries the ONNX flavour (src/serving/pyfunc.py) runs it
+on onnxruntime too, unless Keras is asked for; a model folder runs as Keras.
 """
 from __future__ import annotations
 

@@ -65,7 +65,6 @@ class ColorizerModel(mlflow.pyfunc.PythonModel):
 class _WithOnnx:
     """The flavour module Model.log saves with: mlflow.pyfunc's, plus the `onnx` flavour naming the pyfunc's own
     copy of the ONNX file (one copy in the store)."""
-    __name__ = "colorizer"
 
     @staticmethod
     def save_model(path, mlflow_model, **kwargs):
