@@ -142,7 +142,9 @@ def mlflow_server(backend_uri: str, artifacts: Path):
     """`mlflow server` on a free loopback port with proxied artifacts; yields its URL."""
     port = free_port()
     server = start([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                    "--workers", "1", "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts)])
+                    "--workers", "1", "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts)],
+                   # its job runner (GenAI jobs: none here) starts four more Python processes with MLflow imported
+                   MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     try:
         wait_for(f"http://127.0.0.1:{port}/health", server, f"mlflow server on {backend_uri}")
         yield f"http://127.0.0.1:{port}"

@@ -22,6 +22,11 @@ CHROMIUM = "/usr/bin/chromium"
 GATE = [sys.executable, "-m", "src.gate"]
 
 
+# The gate reads the model's figures alone: the released model is not scored beside it (a third of evaluate's time),
+# and the model is not registered (its ONNX export and serving check: tests/stages/test_evaluate.py proves those)
+GATE_ONLY = ("evaluate.compare_release=false", "evaluate.register_as=''")
+
+
 def set_params(repo: Path, *pairs: str) -> None:
     run([sys.executable, "-m", "src.profile", "/dev/null", *[a for p in pairs for a in ("--set", p)]], repo)
 
@@ -69,9 +74,8 @@ def test_a_real_regression_fails_the_gate(reproduced, tmp_path, regression):
                              "return xp.stack([xp.cos(angle), xp.sin(angle)], axis=-1)")
         assert wrong != text
         path.write_text(wrong)
-    # the gate reads the model's figures: the released model is not scored beside it (a third of evaluate's time)
     zero_lr = ["train.learning_rate=0.0"] if regression.startswith("params") else []
-    set_params(repo, "evaluate.compare_release=false", *zero_lr)
+    set_params(repo, *GATE_ONLY, *zero_lr)
     dvc("repro", cwd=repo)
     failed = run(GATE, repo, check=False)
     assert failed.returncode == 1, failed.stdout
@@ -101,7 +105,7 @@ def test_a_constant_colour_model_fails_the_better_than_nothing_check(reproduced,
     repo = variant(reproduced, tmp_path)
     collapse_to_the_constant_colour(repo)
     dvc("commit", "-f", "train", cwd=repo)  # as if training had produced it
-    set_params(repo, "evaluate.gate_margin_db=0.1", "evaluate.compare_release=false")
+    set_params(repo, "evaluate.gate_margin_db=0.1", *GATE_ONLY)
     dvc("repro", cwd=repo)
     test = json.loads((repo / "reports" / "eval.json").read_text())["test"]
     assert test["model"]["psnr"] == pytest.approx(test["constant"]["psnr"], abs=0.05)
