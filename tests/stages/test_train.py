@@ -183,7 +183,7 @@ def test_an_inference_size_the_encoder_cannot_take_fails_before_training(tiny_sh
     assert not (tmp_path / "cache").exists() and not (tmp_path / "mlflow.db").exists()
 
 
-EPOCHS = 12  # the light encoder's short epochs: the kill lands after two of them with many still to go
+EPOCHS = 6  # the light encoder's short epochs: the kill lands after two of them with four still to go
 
 
 @pytest.mark.slow
