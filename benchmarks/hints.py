@@ -74,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.folder.is_dir():
         parser.error(f"--folder {args.folder} does not exist")
-    chosen = choose(args.model)
+    try:
+        chosen = choose(args.model)
+    except (FileNotFoundError, OSError, ValueError) as exc:  # ReleaseError too: one line, as src.colorize says it
+        parser.error(f"cannot load model {args.model or 'release'}: {exc}")
     if not chosen.colorizer.spec.hints:
         parser.error(f"{chosen.name} takes no hints (train.model.hints: false)")
     print(chosen.line(), file=sys.stderr)

@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     from skimage import data
 
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
-    subprocess.run([sys.executable, "-m", "src.export"], cwd=ROOT, check=True, capture_output=True)
+    built = subprocess.run([sys.executable, "-m", "src.export"], cwd=ROOT, capture_output=True, text=True)
+    if built.returncode != 0:
+        raise SystemExit(f"python -m src.export failed: {(built.stderr.strip().splitlines() or ['no output'])[-1]}")
     gray = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

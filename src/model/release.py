@@ -51,7 +51,8 @@ def expected_sha256(weights: Path) -> str:
 def verify(weights: Path = WEIGHTS) -> str:
     """The file's SHA-256 if it matches the one beside it; ReleaseError otherwise."""
     if not weights.exists():
-        raise ReleaseError(f"{weights} is missing (restore it with `git checkout -- {weights.parent.name}`)")
+        restore = " (restore it with `git checkout -- release/`)" if weights.parent == RELEASE_DIR else ""
+        raise ReleaseError(f"{weights} is missing{restore}")
     digest, expected = sha256_file(weights), expected_sha256(weights)
     if digest != expected:
         raise ReleaseError(f"{weights.name} refused: SHA-256 {digest[:12]}... is not the released {expected[:12]}... "
