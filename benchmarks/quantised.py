@@ -79,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{folder} is absent (../shared/data, see its README)")
 
     full = onnx_runtime.load(release.WEIGHTS)
-    # the automatic path alone: its base's network, fed the gray photo only
-    base = dataclasses.replace(full, model=full.plain, plain=None, spec=dataclasses.replace(full.spec, hints=False))
+    # the automatic path alone (a hint release's base network), fed the gray photo only
+    base = full if full.plain is None else dataclasses.replace(full, model=full.plain, plain=None,
+                                                                spec=dataclasses.replace(full.spec, hints=False))
     calibration = [base.model_input([cv2.imread(str(path))])[0] for path in spread(args.calibration, args.photos)]
     photos = list(folder_photos(CBSD68, 256))
     lumas = [colour.luma(truth) for _, truth in photos]

@@ -7,7 +7,7 @@ Per runtime, two fresh processes of `python -m src.colorize` (release/ and the p
   (when each result file appears), the time from the start to the first result (imports, model, first batch
   included), and the process's peak RSS.
 - 12 MP (4000x3000): 3 photos, one per batch; seconds per photo after the first.
-The ONNX files are built into the cache first (`python -m src.export`), outside the timings. Writes
+The ONNX files are built into the cache first (as `python -m src.export` builds them), outside the timings. Writes
 experiments/benchmarks/runtime.json.
 """
 from __future__ import annotations
@@ -51,14 +51,16 @@ def colorize_run(runtime: str, folder: Path, out: Path, batch: int) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     import argparse
-    import subprocess
 
     from skimage import data
 
+    from src.model import onnx_runtime, release
+
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
-    built = subprocess.run([sys.executable, "-m", "src.export"], cwd=ROOT, capture_output=True, text=True)
-    if built.returncode != 0:
-        raise SystemExit(f"python -m src.export failed: {(built.stderr.strip().splitlines() or ['no output'])[-1]}")
+    try:  # built into the cache (in a child, as colorize builds them) unless already there and checked
+        onnx_runtime.files()
+    except release.ReleaseError as exc:
+        raise SystemExit(f"the release's ONNX files: {exc}") from None
     gray = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -145,7 +145,8 @@ def build(weights: Path, out: Path) -> dict[str, Path]:
     for kind, name in names.items():
         model, with_hints = networks[kind]
         written[kind] = out / name
-        settled(functools.partial(export, model, colorizer.image_size, with_hints, written[kind]), expected.get(name), name)
+        once = functools.partial(export, model, colorizer.image_size, with_hints, written[kind])
+        settled(once, expected.get(name), name)
     return written
 
 
