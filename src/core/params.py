@@ -89,6 +89,9 @@ class TrainParams:
     # separate hint decoder: copy (the init_from model's decoder, zero weights on the hint channels: it starts as
     # that model) | fresh (untrained, its head at the class prior, as a shared hint decoder starts)
     hint_start: Literal["copy", "fresh"] = "copy"
+    # a hint release (release/*.npz) whose hint path (its hint_* variables) starts this one's instead of hint_start:
+    # the hint path reads only the gray photo and the hints, so it carries over to a new model of the same network
+    hint_init_from: str = ""
     seed: int = 42
     epochs: int = 10
     batch_size: int = 32

@@ -215,3 +215,20 @@ def warm_start(model: keras.Model, weights: Path, copy_hint_decoder: bool = True
         var.assign(source)
         started += 1
     return started
+
+
+def warm_start_hint_path(model: keras.Model, weights: Path) -> int:
+    """Set a separate hint path's variables (hint_*) from a hint release's (train.hint_init_from); the number set.
+    Every one of them must be there, of the same shape: a partial start would be neither model."""
+    from src.model.network import HINT_PREFIX
+
+    _, stored = _stored(weights)
+    wanted = {key: var for key, var in variables(model).items() if key.startswith(HINT_PREFIX)}
+    missing = [key for key, var in wanted.items() if stored.get(key, np.empty(0)).shape != tuple(var.shape)]
+    if not wanted or missing:
+        raise ReleaseError(f"{weights.name} has no hint path of this network's shape ({len(missing)} of "
+                           f"{len(wanted)} hint variables missing or of another shape, e.g. "
+                           f"{(missing or ['none'])[0]}): train.hint_init_from needs a release of the same hint model")
+    for key, var in wanted.items():
+        var.assign(stored[key])
+    return len(wanted)

@@ -40,10 +40,9 @@ def resume_dir(p: TrainParams, shards: ShardSet, cache: Path) -> Path:
     """Resume state is keyed by params and data (and the weights it starts from), so a changed experiment never
     resumes a stale one."""
     key = json.dumps(as_flat_dict(p), sort_keys=True, default=str) + (shards.root / MANIFEST).read_text()
-    if p.init_from:
-        from src.model import release
+    from src.model import release
 
-        key += release.verify(ROOT / p.init_from)
+    key += "".join(release.verify(ROOT / path) for path in (p.init_from, p.hint_init_from) if path)
     return cache / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 

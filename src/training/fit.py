@@ -257,6 +257,14 @@ def compile_model(p: TrainParams, image_size: int, total_steps: int, prior: np.n
 
         started = release.warm_start(model, ROOT / p.init_from, copy_hint_decoder=p.hint_start == "copy")
         log.info("started %d of %d variables from %s", started, len(model.weights), p.init_from)
+    if p.hint_init_from:
+        if not separate:
+            raise ValueError("train.hint_init_from starts a separate hint path: set model.hints: true and "
+                             "model.hint_decoder: separate")
+        from src.model import release
+
+        started = release.warm_start_hint_path(model, ROOT / p.hint_init_from)
+        log.info("started the hint path's %d variables from %s", started, p.hint_init_from)
     encoder_variables = set_encoder_trainable(model, p.encoder_trainable)
     if separate:  # the plain path stays the model it was started from
         for layer in model.layers:

@@ -139,3 +139,24 @@ def test_a_release_built_on_another_holds_only_what_changed_and_needs_its_base(t
     base.unlink()
     with pytest.raises(release.ReleaseError, match=f"built on {AUTOMATIC.name}"):
         release.load(built)
+
+
+def test_a_hint_path_started_from_the_release_s_colours_as_the_release_does_with_hints():
+    """train.hint_init_from: the release's hint path beside its own base is the release again, pixel for pixel."""
+    meta = release.read_meta(release.WEIGHTS)
+    p = from_dict("train", meta["train"])
+    p = dataclasses.replace(p, model=dataclasses.replace(p.model, encoder_weights="none"),
+                            hint_init_from=str(release.WEIGHTS), hint_start="fresh")
+    colorizer = Colorizer(fit.compile_model(p, 96, 10), InputSpec.of(p.model), meta["image_size"])
+    released = release.load(release.WEIGHTS)
+    photo, given = gray_photo(), [[hints.Hint(40, 40, RED), hints.Hint(10, 70, RED)]]
+    assert colorizer.colorize([photo], given=given)[0].tobytes() == released.colorize([photo], given=given)[0].tobytes()
+
+
+def test_a_hint_path_cannot_start_from_a_release_without_one():
+    p = released_params()
+    p = dataclasses.replace(p, model=dataclasses.replace(p.model, hints=True, hint_decoder="separate",
+                                                         encoder_weights="none"),
+                            init_from=str(AUTOMATIC), encoder_trainable=False, hint_init_from=str(AUTOMATIC))
+    with pytest.raises(release.ReleaseError, match="no hint path of this network's shape"):
+        fit.compile_model(p, 96, 10)
