@@ -249,20 +249,18 @@ def compile_model(p: TrainParams, image_size: int, total_steps: int, prior: np.n
     if separate and (not p.init_from or p.encoder_trainable):
         raise ValueError("model.hint_decoder separate trains only the hint decoder beside a trained model: set "
                          "train.init_from (e.g. release/colorizer-lite0-v1.npz) and train.encoder_trainable: false")
+    if p.hint_init_from and not separate:
+        raise ValueError("train.hint_init_from starts a separate hint path: set model.hints: true and "
+                         "model.hint_decoder: separate")
+    from src.model import release  # a release starts the model or its hint path (train.init_from, hint_init_from)
+
     model = build_model(p.model, image_size)
     if prior is not None:
         start_at_prior(model, prior)
     if p.init_from:
-        from src.model import release
-
         started = release.warm_start(model, ROOT / p.init_from, copy_hint_decoder=p.hint_start == "copy")
         log.info("started %d of %d variables from %s", started, len(model.weights), p.init_from)
     if p.hint_init_from:
-        if not separate:
-            raise ValueError("train.hint_init_from starts a separate hint path: set model.hints: true and "
-                             "model.hint_decoder: separate")
-        from src.model import release
-
         started = release.warm_start_hint_path(model, ROOT / p.hint_init_from)
         log.info("started the hint path's %d variables from %s", started, p.hint_init_from)
     encoder_variables = set_encoder_trainable(model, p.encoder_trainable)
