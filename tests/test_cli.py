@@ -6,7 +6,7 @@ import pytest
 
 COMMANDS = ["src.stages.download", "src.stages.hsv_split", "src.stages.shard", "src.stages.train",
             "src.stages.evaluate", "src.colorize", "src.tune", "src.gate", "src.profile", "src.results", "src.calibrate",
-            "src.app", "src.publish", "src.export", "benchmarks.data_pipeline", "benchmarks.scale", "benchmarks.training", "benchmarks.colorize", "benchmarks.app", "benchmarks.load", "benchmarks.runtime", "benchmarks.quantised",
+            "src.app", "src.publish", "src.export", "src.mix", "benchmarks.data_pipeline", "benchmarks.scale", "benchmarks.training", "benchmarks.colorize", "benchmarks.app", "benchmarks.load", "benchmarks.runtime", "benchmarks.quantised",
             "benchmarks.video"]
 
 

@@ -153,6 +153,31 @@ def _stored(weights: Path) -> tuple[dict, dict[str, np.ndarray]]:
     return meta, _stored(base)[1] | values
 
 
+def mixed(first: Path, second: Path, share: float) -> tuple[dict, dict[str, np.ndarray]]:
+    """The params and variables of two automatic releases of one network mixed weight by weight: (1 - share) x the
+    first's + share x the second's (WiSE-FT, Wortsman et al. 2022; the second fine-tuned from the first)."""
+    if not 0.0 <= share <= 1.0:
+        raise ReleaseError(f"a mixing share of {share} is outside 0..1")
+    (meta_a, a), (meta_b, b) = _stored(first), _stored(second)
+    model_a, model_b = (from_dict("train", m["train"]).model for m in (meta_a, meta_b))
+    if model_a != model_b or meta_a["image_size"] != meta_b["image_size"] or model_a.hints:
+        raise ReleaseError(f"{first.name} and {second.name} are not two automatic models of one network: "
+                           "only such weights mix")
+    if set(a) != set(b) or any(a[k].shape != b[k].shape for k in a):
+        raise ReleaseError(f"{first.name} and {second.name} hold other variables: only one network's weights mix")
+    return meta_b, {k: (1.0 - share) * a[k] + share * b[k] for k in a}
+
+
+def built(meta: dict, stored: dict[str, np.ndarray]):
+    """A Colorizer of params and variables (mixed, say) that no file holds yet."""
+    from src.data.pipeline import InputSpec
+    from src.model.predict import Colorizer
+
+    p = from_dict("train", meta["train"])
+    return Colorizer(_built(Path(meta.get("name", "mixed")), meta, stored), InputSpec.of(p.model),
+                     int(meta["image_size"]))
+
+
 def load(weights: Path = WEIGHTS):
     """The released Colorizer, after the SHA-256 check (ReleaseError with a one-line reason if it fails). A hint
     model with a separate hint decoder colours a photo without hints exactly as its base does: it comes with the base

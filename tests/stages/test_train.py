@@ -75,20 +75,17 @@ def test_the_bins_target_trains_and_colourises(tiny_shards, tmp_path, target):
     np.testing.assert_allclose(colour.luma(out), records[..., colour.Y], atol=3)  # the photo's own luma
 
     from src import calibrate
-    from src.model.predict import save
 
-    (tmp_path / "models").mkdir()
-    save(result.model, InputSpec(target=target), tiny_shards.image_size, tmp_path / "models")
-    table = calibrate.sweep(tmp_path / "models", tiny_shards.root, temperatures=(1.0, 0.5), boosts=(0.0, 16.0),
-                            sizes=(32, 64))
+    table = calibrate.sweep(Colorizer(result.model, InputSpec(target=target), tiny_shards.image_size),
+                            tiny_shards.root, temperatures=(1.0, 0.5), boosts=(0.0, 16.0), sizes=(32, 64))
     assert len(table) == 8 and table["PSNR - gray"].notna().all()
     at_32 = table.query("temperature == 1.0 and inference_size == 32")
     plain, boosted = at_32.sort_values("colour_boost")["colourful / truth"]
     assert boosted > plain
     at = {size: rows["colourful / truth"].to_numpy() for size, rows in table.groupby("inference_size")}
     assert not np.allclose(at[32], at[64])  # the model ran again at 64 px
-    save(result.model, InputSpec(target=target), 64, tmp_path / "models")  # a model that colours at 64 px
-    default = calibrate.sweep(tmp_path / "models", tiny_shards.root, temperatures=(1.0,), boosts=(0.0,))
+    at_64 = Colorizer(result.model, InputSpec(target=target), 64)  # a model that colours at 64 px
+    default = calibrate.sweep(at_64, tiny_shards.root, temperatures=(1.0,), boosts=(0.0,))
     assert list(default["inference_size"]) == calibrate.sizes_for(tiny_shards.image_size)  # from the training size
 
 
