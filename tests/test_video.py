@@ -124,8 +124,9 @@ def test_colour_guessed_in_the_dark_is_not_carried_into_a_fade_in(colorizer):
     frames = [(dark * 0.01).astype(np.uint8)] * 8 + [(photo * k / 24).astype(np.uint8) for k in range(1, 25)]
     by_frame, temporal = coloured(colorizer, frames, "frames"), coloured(colorizer, frames, "temporal")
     apart = [float(np.abs(t.astype(int) - f).mean()) for t, f in zip(temporal, by_frame)]
-    # the fade's first 8 frames: 0.26 levels from frame by frame's on average; 0.58 when the dark was trusted
-    assert np.mean(apart[8:16]) < 0.4, [round(a, 2) for a in apart]
+    # the fade's first 8 frames, levels from frame by frame's on average: v5 0.78 (its fuller colour lags the fade);
+    # 1.18 when the dark was trusted (v4: 0.26 and 0.58)
+    assert np.mean(apart[8:16]) < 0.95, [round(a, 2) for a in apart]
 
 
 def bad_videos(folder: Path) -> dict[str, str]:

@@ -24,11 +24,11 @@ if TYPE_CHECKING:  # Keras loads only where a network is built or read: the ONNX
     import keras
 
 RELEASE_DIR = ROOT / "release"
-NAME = "colorizer-lite0-v4"  # v1 (the automatic colorizer) with a hint decoder and encoder; v1.npz is its base
+NAME = "colorizer-lite0-v5"  # v5-base (v5-auto and v5-colour mixed: src/mix.py) with v4's hint path fine-tuned beside it
 WEIGHTS = RELEASE_DIR / f"{NAME}.npz"
 CARD = RELEASE_DIR / "MODEL_CARD.md"
-PROFILE = ROOT / "experiments" / "hints_sparse.yaml"  # its params; tests/model/test_release.py checks them
-BASE_PROFILE = ROOT / "experiments" / "recipe.yaml"  # the params of the release it is built on (its base)
+PROFILE = ROOT / "experiments" / "hints_v5.yaml"  # its params; tests/model/test_release.py checks them
+BASE_PROFILE = ROOT / "experiments" / "recipe_v5_colour.yaml"  # the params of its base (a mix: the trained half's)
 SMALL = 4096  # arrays with fewer values stay float32: biases, BatchNorm scales and statistics
 META_KEY = "meta.json"
 
