@@ -54,6 +54,24 @@ def write(path: Path, frames: list[np.ndarray], fps: int = 12, audio: bool = Tru
     return path
 
 
+def first_frames(source: Path, dest: Path, frames: int) -> Path:
+    """The first `frames` of a real clip at its size and rate (re-encoded, no audio): the clip a test colours."""
+    with av.open(str(source)) as c:
+        video = c.streams.video[0]
+        rate = video.average_rate
+        kept = [f.to_ndarray(format="bgr24") for f, _ in zip(c.decode(video), range(frames))]
+    h, w = kept[0].shape[:2]
+    with av.open(str(dest), "w") as out:
+        stream = out.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i, bgr in enumerate(kept):
+            frame = av.VideoFrame.from_ndarray(bgr, format="bgr24")
+            frame.pts, frame.time_base = i, 1 / rate
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return dest
+
+
 def panning_clip(path: Path, frames: int = 24, **kwargs) -> Path:
     return write(path, pan(real_photo(), frames), **kwargs)
 
