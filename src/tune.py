@@ -241,8 +241,8 @@ class Objective:
             mlflow.log_params(as_flat_dict(p) | {"trial": trial.number})
             try:
                 with tempfile.TemporaryDirectory(prefix="trial-") as workdir:
-                    result = fit.fit(p, ShardSet.open(self.shards_dir), Path(workdir), verbose=0, callbacks=[
-                        KerasPruningCallback(trial, p.monitor), EpochLogger()])
+                    result = fit.fit(p, ShardSet.open(self.shards_dir), Path(workdir), verbose=0, resumable=False,
+                                     callbacks=[KerasPruningCallback(trial, p.monitor), EpochLogger()])
                 state, value = "complete", result.best_value
                 mlflow.log_metric(f"best_{p.monitor}", value)
                 trial.set_user_attr("rss_mib", round(psutil.Process().memory_info().rss / 2**20))  # flat = no leak
@@ -309,7 +309,7 @@ def run_study(n_trials: int, timeout: float | None, storage: str, study_name: st
         set_shared_tags(parent.info.run_id, {"mlflow.note.content": note})
         study.optimize(
             Objective(train, tune.epochs, shards_dir, space or load_space()),
-            timeout=timeout, gc_after_trial=True, show_progress_bar=True,
+            timeout=timeout, show_progress_bar=True,  # no gc_after_trial: each trial starts with clear_session's
             catch=TRIAL_FAILURES + backend_failures(),  # recorded as failed; the sweep goes on
             callbacks=[StopAtTrials(n_trials)],
             # failed trials do not count towards n_trials; at most as many failures as trials still wanted

@@ -281,11 +281,13 @@ def compile_model(p: TrainParams, image_size: int, total_steps: int, prior: np.n
     return model
 
 
-def fit(p: TrainParams, shards: ShardSet, workdir: Path, callbacks: list | tuple = (), verbose: int = 2) -> FitResult:
+def fit(p: TrainParams, shards: ShardSet, workdir: Path, callbacks: list | tuple = (), verbose: int = 2,
+        resumable: bool = True) -> FitResult:
     """Train on the train split, validate each epoch, keep the best weights by train.monitor.
 
     `workdir` holds the resume state (BackupAndRestore), the best weights and the epoch log; rerunning after a
-    kill continues from the last finished epoch.
+    kill continues from the last finished epoch. `resumable=False` keeps no resume state (a tuning trial: a killed
+    one is redone from its start).
     """
     if p.monitor not in MONITORS:
         raise ValueError(f"train.monitor must be one of {MONITORS}, got {p.monitor!r}")
@@ -315,7 +317,7 @@ def fit(p: TrainParams, shards: ShardSet, workdir: Path, callbacks: list | tuple
         prior = class_prior(shards, p.model.target) if colour.is_bins(p.model.target) else None
         model = compile_model(p, size, steps * p.epochs, prior)
     all_callbacks = [
-        keras.callbacks.BackupAndRestore(str(workdir / "backup")),
+        *([keras.callbacks.BackupAndRestore(str(workdir / "backup"))] if resumable else []),
         NaNGuard(),
         throughput,
         # validation, the checkpoint and the epoch's sample grid see the averaged weights; the backup above keeps both

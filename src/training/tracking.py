@@ -78,9 +78,12 @@ def log_run_context(params: dict, shards: ShardSet) -> None:
 
 def log_model(model: keras.Model, example: np.ndarray, meta: dict) -> str:
     """The Keras model (keras flavour) with a signature inferred from a real batch; returns its URI."""
+    import keras
     from mlflow.models import infer_signature
 
-    signature = infer_signature(example, model.predict(example, verbose=0))
+    # the outputs' shape and dtype from the graph, not from a prediction (which traces the model again)
+    output = model.compute_output_spec(keras.tree.map_structure(lambda a: keras.KerasTensor(a.shape, a.dtype), example))
+    signature = infer_signature(example, np.zeros(output.shape, output.dtype))
     info = mlflow.keras.log_model(model, name="model", signature=signature, metadata=meta,
                                   pip_requirements=requirements())
     return info.model_uri
