@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,6 +82,12 @@ class Colorizer:
             return self.forward(self.inputs(gray[rows], given))
 
         return np.concatenate([part(i) for i in range(0, len(gray), batch_size)])
+
+    def automatic(self) -> Colorizer:
+        """This colorizer without its hint path: a hint model's own network for photos without hints, or itself."""
+        if self.plain is None:
+            return self
+        return replace(self, model=self.plain, spec=replace(self.spec, hints=False), plain=None)
 
     @functools.cached_property
     def forward(self) -> Callable:
