@@ -153,11 +153,11 @@ def mlflow_server(backend_uri: str, artifacts: Path):
 
 
 @contextlib.contextmanager
-def model_server(model_uri: str, tracking_uri: str):
+def model_server(model_uri: str, tracking_uri: str, **env_extra: str):
     """`mlflow models serve` of `model_uri` on a free loopback port; yields its base URL."""
     port = free_port()
     server = start([sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-                    "-h", "127.0.0.1", "-p", str(port)], MLFLOW_TRACKING_URI=tracking_uri)
+                    "-h", "127.0.0.1", "-p", str(port)], MLFLOW_TRACKING_URI=tracking_uri, **env_extra)
     try:
         wait_for(f"http://127.0.0.1:{port}/ping", server, f"model server for {model_uri}")
         yield f"http://127.0.0.1:{port}"

@@ -3,7 +3,8 @@
 Request (POST /invocations, JSON): {"inputs": [gray image, ...]} where each gray image is an h x w list of
 0..255 integers (all images of one request share a size). Reply: {"predictions": [h x w x 3 RGB 0..255, ...]}.
 Chroma is predicted at the model's resolution and combined with each image's full-resolution gray. A request of
-more than MAX_REQUEST_PIXELS pixels in all is refused (HTTP 400): split big batches.
+more than MAX_REQUEST_PIXELS pixels in all is refused (HTTP 400): split big batches. A server with less memory
+lowers the limit: MLFLOW_PYFUNC_INFERENCE_CONFIG='{"max_request_pixels": 12000000}'.
 
 Logged as MLflow "models from code": the registry holds src/serving/serving_entry.py and src/, not a pickled object, so
 loading `models:/colorizer@champion` runs this repository's code and Keras' safe-mode loader, no pickle.
@@ -42,7 +43,9 @@ class ColorizerModel(mlflow.pyfunc.PythonModel):
         from src.model.predict import META_FILE, load
 
         folder, exported = Path(context.artifacts[ARTIFACT]), context.artifacts.get(ONNX)
-        self.runtime = (context.model_config or {}).get("runtime", "onnx")
+        config = context.model_config or {}
+        self.runtime = config.get("runtime", "onnx")
+        self.max_pixels = int(config.get("max_request_pixels", MAX_REQUEST_PIXELS))
         if exported and self.runtime == "onnx" and onnx_runtime.available():
             self.colorizer = onnx_runtime.load_file(Path(exported), json.loads((folder / META_FILE).read_text()))
         else:
@@ -55,9 +58,9 @@ class ColorizerModel(mlflow.pyfunc.PythonModel):
             gray = gray[..., 0]
         if gray.ndim != 3:
             raise MlflowException.invalid_parameter_value(f"expected gray images shaped (n, h, w), got {gray.shape}")
-        if gray.size > MAX_REQUEST_PIXELS:
+        if gray.size > self.max_pixels:
             raise MlflowException.invalid_parameter_value(
-                f"request of {gray.size} pixels refused: at most {MAX_REQUEST_PIXELS} per request")
+                f"request of {gray.size} pixels refused: at most {self.max_pixels} per request")
         gray = np.clip(gray, 0, 255).astype(np.uint8)
         return np.stack([cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) for bgr in self.colorizer.colorize(list(gray))])
 
@@ -112,5 +115,5 @@ def log(model_dir: Path, example: np.ndarray):
             python_model=str(ENTRY), artifacts=artifacts,
             code_paths=[str(ROOT / "src")], signature=signature, input_example=example[:1],
             pip_requirements=requirements("onnxruntime"),
-            model_config={"runtime": "onnx"},  # declared, so that a load may override it
+            model_config={"runtime": "onnx", "max_request_pixels": MAX_REQUEST_PIXELS},  # declared: a load may override
         )
