@@ -103,6 +103,23 @@ def test_a_trial_that_runs_out_of_memory_is_recorded_as_failed_and_the_sweep_goe
     assert "ResourceExhaustedError" in study.trials[0].user_attrs["fail_reason"]
 
 
+def at_the_gate(tmp: Path) -> str:
+    """Code that makes a worker say it is ready (a file named by its pid), then wait until `go` exists: workers
+    released together race at the same line."""
+    (tmp / "ready").mkdir(exist_ok=True)
+    return (f"(pathlib.Path({str(tmp / 'ready')!r}) / str(os.getpid())).touch()\n"
+            f"go = pathlib.Path({str(tmp / 'go')!r})\nwhile not go.exists(): time.sleep(0.001)\n")
+
+
+def release_together(tmp: Path, workers: list[subprocess.Popen]) -> None:
+    """Open the gate once every worker waits at it (none is still loading)."""
+    ready, deadline = tmp / "ready", time.monotonic() + 120
+    while len(list(ready.glob("*"))) < len(workers):
+        assert time.monotonic() < deadline and all(w.poll() is None for w in workers), "a worker never got ready"
+        time.sleep(0.05)
+    (tmp / "go").touch()
+
+
 def test_workers_started_together_after_a_crash_requeue_each_orphan_once(tmp_path):
     storage = str(tmp_path / "journal.log")
     study = optuna.create_study(study_name="shared", storage=tune.storage_for(storage))
@@ -112,15 +129,12 @@ def test_workers_started_together_after_a_crash_requeue_each_orphan_once(tmp_pat
         trial = study.ask({"learning_rate": optuna.distributions.FloatDistribution(0.001, 0.01)})
         trial.set_user_attr("pid", dead.pid)
         trial.set_user_attr("host", tune.HOST)
-    go = tmp_path / "go"
-    code = ("import optuna, pathlib, time; from src import tune; "
-            f"study = optuna.load_study(study_name='shared', storage=tune.storage_for({storage!r})); "
-            f"go = pathlib.Path({str(go)!r})\nwhile not go.exists(): time.sleep(0.001)\n"
-            "print(tune.recover_orphans(study))")
+    code = ("import optuna, os, pathlib, time; from src import tune; "
+            f"study = optuna.load_study(study_name='shared', storage=tune.storage_for({storage!r}))\n"
+            + at_the_gate(tmp_path) + "print(tune.recover_orphans(study))")
     workers = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env())
                for _ in range(4)]
-    time.sleep(3)  # all four have loaded the study and wait at the same line
-    go.touch()
+    release_together(tmp_path, workers)  # all four have loaded the study
     requeued = [int(w.communicate(timeout=120)[0].strip().splitlines()[-1]) for w in workers]
     assert all(w.returncode == 0 for w in workers)
     assert sum(requeued) == 2
@@ -133,9 +147,7 @@ def test_workers_started_together_after_a_crash_requeue_each_orphan_once(tmp_pat
 def test_workers_started_together_agree_on_one_parent_run(tmp_path, request, backend):
     """Exactly one of them creates the study and opens the parent; the others wait for it (a slow creator too)."""
     storage = str(tmp_path / "journal.log") if backend == "journal" else request.getfixturevalue("pg_url")
-    go = tmp_path / "go"
-    code = ("import optuna, os, pathlib, time; from src import tune; "
-            f"go = pathlib.Path({str(go)!r})\nwhile not go.exists(): time.sleep(0.001)\n"
+    code = ("import optuna, os, pathlib, time; from src import tune\n" + at_the_gate(tmp_path) +
             f"study, created = tune.open_study('shared', tune.storage_for({storage!r}), None, None)\n"
             "if created:\n    time.sleep(1.0); study.set_user_attr('mlflow_parent_run_id', f'run-{os.getpid()}')\n"
             "print(created, study.user_attrs['mlflow_parent_run_id'] if created else tune.wait_for_parent(study))")
@@ -143,8 +155,7 @@ def test_workers_started_together_agree_on_one_parent_run(tmp_path, request, bac
         tune.storage_for(storage)
     workers = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env())
                for _ in range(4)]
-    time.sleep(3)  # all four wait at the same line
-    go.touch()
+    release_together(tmp_path, workers)
     said = [w.communicate(timeout=120)[0].split() for w in workers]
     assert all(w.returncode == 0 for w in workers)
     creators = [pid for created, pid in said if created == "True"]
