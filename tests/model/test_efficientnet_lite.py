@@ -100,13 +100,14 @@ def _centre_224(path: Path, gray: bool) -> np.ndarray:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant, colour_top1, luma_top1", [("lite0", 0.85, 0.65), ("lite2", 0.85, 0.65)])
+@pytest.mark.parametrize("variant, colour_top1, luma_top1", [("lite0", 0.8, 0.6), ("lite2", 0.8, 0.6)])
 def test_the_pretrained_classifier_recognises_imagenet_photos(variant, colour_top1, luma_top1):
-    """Top-1 on every 5th of the 1000 photos (one per class; class index = rank of the synset): a weight read wrongly
-    gives about 0.1%. On all 1000: Lite0 87.4% colour, 75.8% luma; Lite2 88.6% colour, 77.8% luma (224 px)."""
+    """Top-1 on every 20th of the 1000 photos (one per class; class index = rank of the synset): a weight read wrongly
+    gives about 0.1%. On these 50: Lite0 90% colour, 72% luma; Lite2 86%, 70%. On all 1000: Lite0 87.4% colour,
+    75.8% luma; Lite2 88.6% colour, 77.8% luma (224 px)."""
     files = sorted(shared_folder("imagenet-sample").glob("*.JPEG")) or sorted(shared_folder("imagenet-sample").glob("*.jpg"))
     synsets = sorted({f.name.split("_")[0] for f in files})
-    files = files[::5]
+    files = files[::20]
     labels = np.array([synsets.index(f.name.split("_")[0]) for f in files])
     colour_model = efficientnet_lite.pretrained(variant, channels=3, classifier=True)
     rgb = np.stack([_centre_224(f, gray=False) for f in files])
