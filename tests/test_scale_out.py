@@ -66,11 +66,12 @@ def test_two_workers_on_postgres_finish_the_trials_once_each_and_a_new_process_r
 
 
 @pytest.mark.slow
-def test_a_killed_worker_s_trial_is_failed_by_the_heartbeat_and_retried_by_the_other(tiny_shards, tmp_path, pg_url):
+def test_a_killed_worker_s_trial_is_failed_by_the_heartbeat_and_retried_by_the_other(tiny_shards, tmp_path, pg_url,
+                                                                                     light_repo):
     MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()  # schema created once
     beat = ("--heartbeat-interval", "1", "--grace-period", "3")
-    first = worker(tiny_shards, tmp_path, 3, pg_url, *beat)
-    second = worker(tiny_shards, tmp_path, 3, pg_url, *beat)
+    first = worker(tiny_shards, tmp_path, 3, pg_url, *beat, repo=light_repo)
+    second = worker(tiny_shards, tmp_path, 3, pg_url, *beat, repo=light_repo)
     storage, deadline = tune.storage_for(pg_url), time.monotonic() + 600
     victim = None
     while victim is None and time.monotonic() < deadline and first.poll() is None:
