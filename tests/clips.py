@@ -27,7 +27,7 @@ def pan(photo: np.ndarray, frames: int, size: tuple[int, int] = (128, 96), step:
     return [photo[top : top + h, start + i * step : start + i * step + w].copy() for i in range(frames)]
 
 
-def write(path: Path, frames: list[np.ndarray], fps: int = 12, audio: bool = True, codec: str = "libx264",
+def write(path: Path, frames: list[np.ndarray], fps: int | Fraction = 12, audio: bool = True, codec: str = "libx264",
           pts: list[int] | None = None) -> Path:
     """An MP4 (or the container `path`'s suffix names) of `frames`, with a sine tone as AAC audio when `audio`.
     `pts`: each frame's timestamp in 1/fps units (a variable frame rate when not 0, 1, 2, ...)."""
@@ -58,18 +58,9 @@ def first_frames(source: Path, dest: Path, frames: int) -> Path:
     """The first `frames` of a real clip at its size and rate (re-encoded, no audio): the clip a test colours."""
     with av.open(str(source)) as c:
         video = c.streams.video[0]
-        rate = video.average_rate
         kept = [f.to_ndarray(format="bgr24") for f, _ in zip(c.decode(video), range(frames))]
-    h, w = kept[0].shape[:2]
-    with av.open(str(dest), "w") as out:
-        stream = out.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        for i, bgr in enumerate(kept):
-            frame = av.VideoFrame.from_ndarray(bgr, format="bgr24")
-            frame.pts, frame.time_base = i, 1 / rate
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return dest
+        rate = video.average_rate
+    return write(dest, kept, fps=rate, audio=False)
 
 
 def panning_clip(path: Path, frames: int = 24, **kwargs) -> Path:

@@ -96,34 +96,33 @@ def test_a_killed_worker_s_trial_is_failed_by_the_heartbeat_and_retried_by_the_o
     assert sum(t.state in FINISHED for t in study.trials) == 3, (victim, seen)
 
 
-def fit_summary(shards_root: Path, devices: int) -> dict:
+def fit_summary(shards_root: Path, devices: int, workdir: Path) -> dict:
     """One epoch on `devices` devices (a process's devices are fixed when TensorFlow starts); what the strategy saw."""
-    import tempfile
-
     from src.data.shards import ShardSet
     from src.training import fit
     from tests.stages.test_train import FAST
 
     p = replace(FAST, epochs=1, devices=devices, batch_size=16)
     fit.configure(p)
-    r = fit.fit(p, ShardSet.open(shards_root), Path(tempfile.mkdtemp()), verbose=0)
+    r = fit.fit(p, ShardSet.open(shards_root), workdir, verbose=0)
     strategy = r.model.distribute_strategy
     return {"replicas": strategy.num_replicas_in_sync, "loss": float(r.history["loss"].iloc[-1]),
             "val_rmse": r.best_val_rmse,
             "devices": list(strategy.extended.worker_devices) if strategy.num_replicas_in_sync > 1 else []}
 
 
-def fit_on_two_devices(shards_root: Path) -> dict:
+def fit_on_two_devices(shards_root: Path, workdir: Path) -> dict:
     """fit_summary on two logical CPU devices, in a fresh process."""
-    code = f"import json\nfrom pathlib import Path\nimport src\nfrom tests.test_scale_out import fit_summary\n" \
-           f"print(json.dumps(fit_summary(Path({str(shards_root)!r}), 2)))"
+    code = ("import json\nfrom pathlib import Path\nimport src\nfrom tests.test_scale_out import fit_summary\n"
+            f"print(json.dumps(fit_summary(Path({str(shards_root)!r}), 2, Path({str(workdir)!r}))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env(), cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_two_logical_devices_split_the_batch_and_match_one_device(tiny_shards):
-    one, two = fit_summary(tiny_shards.root, 1), fit_on_two_devices(tiny_shards.root)  # one: this process's CPU
+def test_two_logical_devices_split_the_batch_and_match_one_device(tiny_shards, tmp_path):
+    one = fit_summary(tiny_shards.root, 1, tmp_path / "one")  # this process's one CPU device
+    two = fit_on_two_devices(tiny_shards.root, tmp_path / "two")
     assert one["replicas"] == 1 and two["replicas"] == 2, (one, two)
     assert len(two["devices"]) == 2  # each replica takes 8 of the global batch of 16
     assert two["loss"] == pytest.approx(one["loss"], rel=TOLERANCE)

@@ -77,7 +77,8 @@ def log_run_context(params: dict, shards: ShardSet) -> None:
 
 
 def log_model(model: keras.Model, example: np.ndarray, meta: dict) -> str:
-    """The Keras model (keras flavour) with a signature inferred from a real batch; returns its URI."""
+    """The Keras model (keras flavour) with a signature of a real input batch and the outputs the graph gives it;
+    returns its URI."""
     import keras
     from mlflow.models import infer_signature
 
