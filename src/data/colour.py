@@ -152,7 +152,7 @@ def annealed_mean(logits, temperature: float = 1.0, boost: float = 0.0, xp: Modu
     if boost:
         strength = colour_strength(centres, np.hypot(*centres.T) * SAT_MAX, target)
         z += np.log1p(boost * strength).astype(np.float32)
-    # in place where numpy allows: at 288 px a batch's (..., k) arrays are hundreds of MB, each one more page faults
+    # in place where numpy allows: a batch's (..., k) arrays are tens of MB, and each new one costs page faults
     z -= xp.max(z, axis=-1, keepdims=True)
     p = np.exp(z, out=z) if xp is np else xp.exp(z)
     return xp.matmul(p, centres) / xp.sum(p, axis=-1, keepdims=True)  # normalise the 2 means, not the k weights
