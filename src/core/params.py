@@ -102,6 +102,9 @@ class TrainParams:
     loss: Literal["mse", "l1", "huber", "ce"] = "mse"  # ce: bins target only; reported metric is RMSE regardless
     saturation_weight: float = 0.0  # extra loss weight on saturated pixels (0 = plain loss)
     rebalance: float = 0.0  # bins: class rebalancing mix, 0 < mix <= 1 (Zhang et al. 2016: 0.5; 0 = off)
+    # each training folder drawn in proportion to its photos ** folder_balance: 1 = as they come, 0 = every folder
+    # as often (the larger ones thinned; data/raw/<folder>/..., as evaluate's test_by_source groups them)
+    folder_balance: float = 1.0
     flip: bool = True  # random horizontal flips
     crop: int = 0  # random crops of this size in training, px; 0 = none
     scale: tuple[float, float] = (1.0, 1.0)  # training: resize each record by a random factor in [lo, hi] first

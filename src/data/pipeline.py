@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from src.core.params import ModelParams
 from src.data import colour, hints
@@ -38,6 +39,23 @@ def arrays(records: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, np.ndarray
     return colour.gray_input(records, spec.gray), colour.truth_channels(records)
 
 
+def folder_shares(shards: ShardSet, split: str, balance: float) -> tuple[pd.DataFrame, np.ndarray]:
+    """Draw each folder (data/raw/<folder>/...) in proportion to its records ** `balance`: (per folder: records,
+    keep probability and share drawn; the keep probability of each record of the split, in shard order).
+
+    1 keeps every record; 0 thins each folder to the smallest one's size, so every folder is drawn as often.
+    """
+    if not 0 <= balance <= 1:
+        raise ValueError(f"train.folder_balance must be in [0, 1], got {balance}")
+    index = pd.read_csv(shards.root / "records.csv").query("split == @split")  # the shards' record order
+    folder = index["file"].str.extract(r"^([^/]+)/", expand=False).fillna(".")
+    counts = folder.value_counts()
+    keep = (counts / counts.min()) ** (balance - 1)  # drawn: counts * keep, proportional to counts ** balance
+    table = pd.DataFrame({"records": counts, "keep": keep.round(4),
+                          "share": (counts * keep / (counts * keep).sum()).round(4)})
+    return table, folder.map(keep).to_numpy(np.float32)
+
+
 def dataset(
     shards: ShardSet,
     split: str,
@@ -52,6 +70,7 @@ def dataset(
     limit: int = 0,
     hint_none_share: float = 1.0,
     hint_points: float = hints.MEAN_POINTS,
+    keep: np.ndarray | None = None,
 ):
     """tf.data pipeline over one split: parallel reads, seeded shuffle and augmentation when training.
 
@@ -60,7 +79,8 @@ def dataset(
     position and seed like the augmentation, so validation draws the same hints every epoch. Augmentation uses
     stateless random ops keyed by (record position, seed), so runs are repeatable. `scale` (lo, hi): each training
     record is first resized by a random factor in that range (never below `crop`), so the model sees objects at more
-    sizes than the few photos hold; it needs `crop` to give batches one shape.
+    sizes than the few photos hold; it needs `crop` to give batches one shape. `keep` (training): each record's
+    probability of being drawn, in the split's order (folder_shares): a seeded coin per stream position.
     """
     import tensorflow as tf
 
@@ -73,8 +93,19 @@ def dataset(
     record_bytes = int(np.prod(shards.record_shape))
     files = [str(f) for f in shards.files(split)]
     ds = tf.data.Dataset.from_tensor_slices((files, np.array(shards.headers(split), np.int64)))
+    thinned = training and keep is not None and bool((keep < 1).any())
+    if thinned:  # each record travels with its keep probability: the shards mix folders
+        lengths = [s["records"] for s in shards.manifest["splits"][split]["shards"]]
+        per_file = tf.RaggedTensor.from_row_lengths(keep.astype(np.float32), lengths)
+        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.range(len(files)))
+        ds = ds.map(lambda fh, i: (*fh, per_file[i]))
+
+    def read(f, h, k=None):
+        records = tf.data.FixedLengthRecordDataset(f, record_bytes, header_bytes=h)
+        return records if k is None else tf.data.Dataset.zip(records, tf.data.Dataset.from_tensor_slices(k))
+
     ds = ds.interleave(
-        lambda f, h: tf.data.FixedLengthRecordDataset(f, record_bytes, header_bytes=h),
+        read,
         cycle_length=min(len(files), 8) if training else 1,  # evaluation keeps the shards' record order
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
@@ -108,6 +139,10 @@ def dataset(
         rest = tf.image.resize(record[..., 1:], [side, side], method="bilinear", antialias=True)
         return tf.concat([hue, tf.cast(tf.clip_by_value(tf.round(rest), 0, 255), tf.uint8)], axis=-1)
 
-    ds = ds.enumerate().map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.enumerate()
+    if thinned:  # a stateless coin per stream position: repeatable like the augmentation
+        ds = ds.filter(lambda i, rk: tf.random.stateless_uniform([], tf.stack([i, seed + 4])) < rk[1])
+        ds = ds.map(lambda i, rk: (i, rk[0]))
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -19,7 +19,7 @@ from src.core import determinism
 from src.core.params import TrainParams
 from src.core.paths import ROOT
 from src.data import colour, hints
-from src.data.pipeline import InputSpec, dataset
+from src.data.pipeline import InputSpec, dataset, folder_shares
 from src.data.shards import ShardSet
 from src.model import efficientnet_lite
 from src.model.losses import TargetLoss, TargetRMSE, class_weights
@@ -301,8 +301,13 @@ def fit(p: TrainParams, shards: ShardSet, workdir: Path, callbacks: list | tuple
     if not 1 <= p.hint_points <= hints.MAX_POINTS:
         raise ValueError(f"train.hint_points must be in [1, {hints.MAX_POINTS}], got {p.hint_points}")
     drawn = {"hint_none_share": p.hint_none_share, "hint_points": p.hint_points}
+    keep = None
+    if p.folder_balance != 1:
+        shares, keep = folder_shares(shards, "train", p.folder_balance)
+        log.info("train.folder_balance %s: each folder's training records, keep probability and share drawn\n%s",
+                 p.folder_balance, shares.to_string())
     train = dataset(shards, "train", spec, p.batch_size, training=True, seed=p.seed, flip=p.flip, crop=p.crop,
-                    scale=p.scale, **drawn)
+                    scale=p.scale, keep=keep, **drawn)
     # validation draws hints as training does (the same ones every epoch): the monitor ranks what the model is for
     val = dataset(shards, "val", spec, p.batch_size, **drawn)
     size = p.crop or shards.image_size

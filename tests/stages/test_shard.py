@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from src.core.params import ShardParams
-from src.data.pipeline import InputSpec, arrays, dataset
+from src.data.pipeline import InputSpec, arrays, dataset, folder_shares
 from src.data.shards import CorruptShard, ShardSet, split_of
 from tests.conftest import build_shards, photo
 
@@ -155,3 +155,29 @@ def test_a_split_read_in_batches_is_the_whole_split_in_order_one_small_copy_at_a
     batches = list(shards.batches("train", 3))
     assert all(len(b) <= 3 and isinstance(b, np.ndarray) and not isinstance(b, np.memmap) for b in batches)
     np.testing.assert_array_equal(np.concatenate(batches), shards.load("train"))
+
+
+def test_folder_balance_draws_a_small_folder_as_often_as_a_large_one(tmp_path):
+    raw = tmp_path / "raw"
+    for folder, count, hue in (("large", 400, 0), ("small", 50, 120)):  # red and blue photos
+        (raw / folder).mkdir(parents=True)
+        for i in range(count):  # no two alike: identical files would count as one photo
+            hsv = np.full((40, 40, 3), (hue, 100 + i // 100, 40 + i % 100), np.uint8)
+            cv2.imwrite(str(raw / folder / f"p{i:02d}.png"), cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR))
+    shards = build_shards(raw, tmp_path, ShardParams(val_ratio=0.1, test_ratio=0.1, shard_records=7), tile=0, image_size=8)
+    large, small = (pd.read_csv(shards.root / "records.csv").query("split == 'train'")["file"]
+                    .str.startswith(f).sum() for f in ("large/", "small/"))
+
+    def blue_share(balance: float) -> float:
+        table, keep = folder_shares(shards, "train", balance)
+        assert table["records"].to_dict() == {"large": large, "small": small}
+        ds = dataset(shards, "train", InputSpec(), 8, training=True, seed=5, keep=keep).repeat(20)
+        hues = np.concatenate([hsv[:, 0, 0, 0] for _, hsv in ds.as_numpy_iterator()])
+        return float(np.mean(hues > 60))
+
+    assert blue_share(1.0) == pytest.approx(small / (large + small), abs=0.02)  # every record: as they come
+    # a seeded coin per stream position: over ~350 positions the kept share is within a few points of its goal
+    assert blue_share(0.0) == pytest.approx(0.5, abs=0.07)  # the large folder thinned to the small one's size
+    assert blue_share(0.5) == pytest.approx(small**0.5 / (large**0.5 + small**0.5), abs=0.05)
+    with pytest.raises(ValueError, match="folder_balance"):
+        folder_shares(shards, "train", 1.5)
