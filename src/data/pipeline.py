@@ -49,7 +49,7 @@ def folder_shares(shards: ShardSet, split: str, balance: float) -> tuple[pd.Data
         raise ValueError(f"train.folder_balance must be in [0, 1], got {balance}")
     index = pd.read_csv(shards.root / "records.csv").query("split == @split")  # the shards' record order
     folder = index["file"].str.extract(r"^([^/]+)/", expand=False).fillna(".")
-    counts = folder.value_counts()
+    counts = folder.value_counts().rename_axis("folder")
     keep = (counts / counts.min()) ** (balance - 1)  # drawn: counts * keep, proportional to counts ** balance
     table = pd.DataFrame({"records": counts, "keep": keep.round(4),
                           "share": (counts * keep / (counts * keep).sum()).round(4)})
