@@ -77,9 +77,9 @@ def table(experiment: str, evaluated_on: str = "extra") -> pd.DataFrame:
     return out.sort_values("started").reset_index(drop=True)
 
 
-def before_after(models: list[str], photos: list[Path], out: Path, size: int = 256) -> None:
+def before_after(models: list[str], photos: list[Path], out: Path, size: int = 256, runtime: str | None = None) -> None:
     """A picture for the README: one row per photo, gray | each model's colours | truth, at size x size. Each of
-    `models`: as `python -m src.colorize --model` takes it."""
+    `models`: as `python -m src.colorize --model` takes it, run on `runtime` as there."""
     import cv2
     import numpy as np
 
@@ -90,7 +90,7 @@ def before_after(models: list[str], photos: list[Path], out: Path, size: int = 2
 
     truths = [cv2.resize(images.read(p, 10**9).bgr, (size, size), interpolation=cv2.INTER_AREA) for p in photos]
     grays = [cv2.cvtColor(colour.luma(t), cv2.COLOR_GRAY2BGR) for t in truths]
-    coloured = [np.stack(choose(model).colorizer.colorize(truths)) for model in models]
+    coloured = [np.stack(choose(model, runtime).colorizer.colorize(truths)) for model in models]
     picture = grid([np.stack(grays), *coloured, np.stack(truths)], scale=1)
     with atomic_path(out) as tmp:
         cv2.imwrite(str(tmp), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
@@ -107,9 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", nargs="+", default=["release"],
                         help="for --picture: release, a model folder or an MLflow URI; several give a column each, in "
                              "order (default: %(default)s)")
+    parser.add_argument("--runtime", choices=["onnx", "keras"],
+                        help="for --picture: how releases run, as `python -m src.colorize --runtime` (default: onnx where "
+                             "installed; a release file without recorded ONNX checksums needs keras)")
     args = parser.parse_args(argv)
     if args.picture:
-        before_after(args.model, args.picture, args.picture_out)
+        before_after(args.model, args.picture, args.picture_out, runtime=args.runtime)
         print(f"wrote {args.picture_out}")
         return 0
     import mlflow
