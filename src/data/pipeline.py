@@ -13,7 +13,7 @@ import pandas as pd
 
 from src.core.params import ModelParams
 from src.data import colour, hints
-from src.data.shards import ShardSet
+from src.data.shards import ShardSet, source_folder
 
 # Shards are written in a seeded order mixing photos, and training interleaves 8 of them, so a shuffle buffer of
 # 256 MiB (1,337 records at 224 px; every record of the 64 px default) mixes well at any data size.
@@ -47,8 +47,7 @@ def folder_shares(shards: ShardSet, split: str, balance: float) -> tuple[pd.Data
     """
     if not 0 <= balance <= 1:
         raise ValueError(f"train.folder_balance must be in [0, 1], got {balance}")
-    index = pd.read_csv(shards.root / "records.csv").query("split == @split")  # the shards' record order
-    folder = index["file"].str.extract(r"^([^/]+)/", expand=False).fillna(".")
+    folder = source_folder(shards.records(split)["file"])
     counts = folder.value_counts().rename_axis("folder")
     keep = (counts / counts.min()) ** (balance - 1)  # drawn: counts * keep, proportional to counts ** balance
     table = pd.DataFrame({"records": counts, "keep": keep.round(4),

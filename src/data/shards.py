@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from src.core.files import sha256_file
 
@@ -36,6 +37,11 @@ def split_of(photo: str, salt: str, val_ratio: float, test_ratio: float) -> str:
 def order_key(salt: str, photo: str, tile: int) -> str:
     """Seeded, stable order of records inside a split (mixes photos across shards)."""
     return hashlib.sha256(f"{salt}:order:{photo}:{tile}".encode()).hexdigest()
+
+
+def source_folder(names: pd.Series) -> pd.Series:
+    """The training folder of each record name (data/raw/<folder>/..., "." for files at its top)."""
+    return names.str.extract(r"^([^/]+)/", expand=False).fillna(".")
 
 
 def header_bytes(path: Path) -> int:
@@ -87,6 +93,10 @@ class ShardSet:
 
     def count(self, split: str) -> int:
         return self.manifest["splits"][split]["records"]
+
+    def records(self, split: str) -> pd.DataFrame:
+        """records.csv's rows of a split (file, photo, tile), in the shards' record order."""
+        return pd.read_csv(self.root / "records.csv").query("split == @split")
 
     def files(self, split: str) -> list[Path]:
         return [self.root / s["file"] for s in self.manifest["splits"][split]["shards"]]

@@ -28,7 +28,7 @@ from src.core.files import atomic_path, write_json
 from src.core.params import EvaluateParams, TrainParams
 from src.core.paths import EVAL_IMAGES, EVAL_METRICS, EVAL_SAMPLES, MODEL_DIR, SHARD_DIR
 from src.data import colour, hints, images, metrics
-from src.data.shards import ShardSet
+from src.data.shards import ShardSet, source_folder
 from src.model import release
 from src.model.predict import META_FILE, Colorizer, grid, load
 
@@ -88,7 +88,7 @@ def evaluate_split(colorizers: dict[str, Colorizer], shards: ShardSet, mean_hs, 
                    split: str = "test"):
     """A split, streamed a batch at a time (memory does not grow with it): (rows, the first `keep` truths, the
     first colorizer's predictions for them)."""
-    index = pd.read_csv(shards.root / "records.csv").query("split == @split")  # same order as the shards
+    index = shards.records(split)
     names = [f"{f}#{t}" for f, t in zip(index["file"], index["tile"])]
     rows, truths, preds, done = [], [], [], 0
     with tqdm(total=shards.count(split), desc=f"evaluate {split}", unit="img") as bar:
@@ -146,7 +146,7 @@ def by_source(table: pd.DataFrame) -> dict:
     """The test split summarised per training folder (data/raw/<folder>/...; "." for files at its top): where a
     model gains and where it does not."""
     test = table[table["set"] == "test"]
-    return summarise(test.assign(source=test["image"].str.extract(r"^([^/]+)/", expand=False).fillna(".")), by="source")
+    return summarise(test.assign(source=source_folder(test["image"])), by="source")
 
 
 def run(p: EvaluateParams, model_dir: Path = MODEL_DIR, shards_dir: Path = SHARD_DIR, out_metrics: Path = EVAL_METRICS,
