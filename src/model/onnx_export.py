@@ -37,6 +37,7 @@ def export(model, image_size: int, with_hints: bool, dest: Path) -> str:
     signature = {GRAY: tf.TensorSpec((None, image_size, image_size, 1), tf.uint8, name=GRAY)}
     if with_hints:
         signature[HINTS] = tf.TensorSpec((None, image_size, image_size, 3), tf.float32, name=HINTS)
+    model = with_affine_batch_norm(model)
     with atomic_path(dest) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # Keras' numpy-2 patch of tf2onnx probes np.object
@@ -45,6 +46,39 @@ def export(model, image_size: int, with_hints: bool, dest: Path) -> str:
         graph = canonical(onnx.load(str(tmp)))
         tmp.write_bytes(graph.SerializeToString(deterministic=True))
         return sha256_file(tmp)
+
+
+def with_affine_batch_norm(model):
+    """The same network, each BatchNormalization a per-channel scale and shift computed here in float64.
+
+    Keras' BatchNormalization computes rsqrt(variance + epsilon), which TensorFlow's exporter folds into the file
+    with TensorFlow's rsqrt: an approximation whose last bits differ between Intel and AMD processors, so the same
+    release gave other bytes (and a refused cache) on the other vendor's machines. numpy's sqrt and division are
+    correctly rounded everywhere. The other layers are shared with `model`, not copied."""
+    import keras
+    import numpy as np
+
+    class Affine(keras.layers.Layer):
+        def __init__(self, scale, shift, **kwargs):
+            super().__init__(**kwargs)
+            self.scale, self.shift = scale, shift
+
+        def call(self, inputs, **_):  # BatchNormalization's training and mask arguments
+            return inputs * self.scale + self.shift
+
+    def affine(layer):
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            return layer
+        if layer.axis not in (-1, len(layer.input.shape) - 1):
+            raise ValueError(f"{layer.name}: only channels-last BatchNormalization is exported (axis {layer.axis})")
+        channels = layer.moving_mean.shape
+        gamma = np.float64(layer.gamma.numpy()) if layer.scale else np.ones(channels)
+        beta = np.float64(layer.beta.numpy()) if layer.center else np.zeros(channels)
+        scale = gamma / np.sqrt(np.float64(layer.moving_variance.numpy()) + layer.epsilon)
+        shift = beta - np.float64(layer.moving_mean.numpy()) * scale
+        return Affine(scale.astype(np.float32), shift.astype(np.float32), name=layer.name)
+
+    return keras.models.clone_model(model, clone_function=affine, recursive=True)
 
 
 def canonical(model):

@@ -83,3 +83,37 @@ def test_colorize_on_onnx_says_so_and_never_loads_tensorflow_nor_mlflow_without_
     first = next(line for line in done.stderr.splitlines() if "model:" in line)
     assert "on onnxruntime" in first and release.NAME in first
     assert cv2.imread(str(tmp_path / "out" / "old.png")).shape == (90, 120, 3)
+
+
+def test_the_export_folds_batch_norm_in_numpy_not_with_tensorflow_s_rsqrt():
+    """TensorFlow's rsqrt, which the exporter folds into the file, is an approximation whose last bits differ between
+    Intel and AMD processors (v5's files built on an Intel Xeon were not the ones recorded on an AMD EPYC, and every
+    colorize there refused them): the exported network computes each BatchNormalization as a scale and shift that
+    numpy computed, correctly rounded on any processor, nested models included."""
+    import keras
+    import tensorflow as tf
+
+    from src.model.onnx_export import with_affine_batch_norm
+
+    def block(inputs, name):
+        bn = keras.layers.BatchNormalization(name=f"{name}_bn")
+        x = bn(keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name=f"{name}_conv")(inputs))
+        rng = np.random.default_rng(len(name))
+        bn.set_weights([rng.uniform(0.5, 2, 4), rng.normal(0, 1, 4), rng.normal(0, 1, 4), rng.uniform(0.1, 3, 4)])
+        return x
+
+    inner_in = keras.Input((8, 8, 4))
+    inner = keras.Model(inner_in, block(inner_in, "inner"), name="encoder")
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, block(inner(block(inputs, "outer")), "top"))
+
+    def traced_ops(network) -> set[str]:
+        concrete = tf.function(lambda x: network(x, training=False)).get_concrete_function(
+            tf.TensorSpec((1, 8, 8, 1), tf.float32))
+        return {op.type for op in concrete.graph.get_operations()}
+
+    affine = with_affine_batch_norm(model)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 1)).astype(np.float32)
+    assert np.abs(affine(x, training=False).numpy() - model(x, training=False).numpy()).max() < 1e-3
+    assert "Rsqrt" in traced_ops(model) and "Rsqrt" not in traced_ops(affine)
+    assert not [layer for layer in affine.get_layer("encoder").layers if isinstance(layer, keras.layers.BatchNormalization)]
