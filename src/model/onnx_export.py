@@ -33,6 +33,10 @@ def export(model, image_size: int, with_hints: bool, dest: Path) -> str:
     import onnx
     import tensorflow as tf
 
+    half = sorted({layer.compute_dtype for layer in _layers(model)} & {"float16", "bfloat16"})
+    if half:  # found by trying: minutes of XLA and tf2onnx work for a file onnxruntime then refuses to load
+        raise ValueError(f"a mixed-precision model ({', '.join(half)} layers): tf2onnx's casts do not load in "
+                         "onnxruntime")
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # its INFO lines narrate every graph pass
     signature = {GRAY: tf.TensorSpec((None, image_size, image_size, 1), tf.uint8, name=GRAY)}
     if with_hints:
@@ -46,6 +50,13 @@ def export(model, image_size: int, with_hints: bool, dest: Path) -> str:
         graph = canonical(onnx.load(str(tmp)))
         tmp.write_bytes(graph.SerializeToString(deterministic=True))
         return sha256_file(tmp)
+
+
+def _layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):  # a nested model
+            yield from _layers(layer)
 
 
 def with_affine_batch_norm(model):
