@@ -7,6 +7,8 @@ Per runtime, two fresh processes of `python -m src.colorize` (release/ and the p
   (when each result file appears), the time from the start to the first result (imports, model, first batch
   included), and the process's peak RSS.
 - 12 MP (4000x3000): 3 photos, one per batch; seconds per photo after the first.
+- The network alone, in this process: ms per photo in batches of 8 at the release's inference size, Keras' compiled
+  graph beside the onnxruntime session: the most ONNX can gain however little work the two paths share.
 The ONNX files are built into the cache first (as `python -m src.export` builds them), outside the timings. Writes
 experiments/benchmarks/runtime.json.
 """
@@ -49,6 +51,29 @@ def colorize_run(runtime: str, folder: Path, out: Path, batch: int) -> dict:
     return {"times": times, "peak_rss_mib": peak / 2**20}
 
 
+def network_ms(batch: int = 8, repeats: int = 10) -> dict[str, float]:
+    """{runtime: ms per photo} of the release's automatic network alone, after two warm-up batches."""
+    import numpy as np
+    import tensorflow as tf
+
+    from src.model import onnx_runtime, release
+
+    colorizer = release.load()
+    size = colorizer.image_size
+    gray = np.random.default_rng(0).integers(0, 256, (batch, size, size, 1), dtype=np.uint8)
+    graph = tf.function(lambda x: colorizer.plain(x, training=False))
+    network = onnx_runtime.OnnxNetwork(onnx_runtime.files()["automatic"])
+    forward = {"keras": lambda: graph(tf.constant(gray)).numpy(), "onnx": lambda: network.forward(gray)}
+    timings = {}
+    for runtime, once in forward.items():
+        once(), once()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            once()
+        timings[runtime] = round((time.perf_counter() - start) / repeats / batch * 1000, 1)
+    return timings
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
@@ -82,6 +107,10 @@ def main(argv: list[str] | None = None) -> None:
                     row[f"{size} s/photo"] = round((t[-1] - t[0]) / (n - 1), 2)
                     row["peak RSS MiB (12 MP run)"] = round(got["peak_rss_mib"])
                 print(f"{runtime} {size}: {row}", flush=True)
+    for runtime, ms in network_ms().items():  # last: this process loads TensorFlow, the colorize runs above did not
+        results[runtime]["network alone ms/photo"] = ms
+    print(f"network alone: {results['keras']['network alone ms/photo']} ms/photo on Keras, "
+          f"{results['onnx']['network alone ms/photo']} on onnxruntime")
     keras, onnx = results["keras"], results["onnx"]
     results["onnx / keras"] = {key: round(onnx[key] / keras[key], 2) for key in keras}
     print(f"onnx / keras: {results['onnx / keras']}")
