@@ -45,8 +45,8 @@ def beats_release(version) -> tuple[bool, str]:
 
 def promote_if_better(name: str, version: str, gray: np.ndarray, truth_rgb: np.ndarray,
                       baselines: dict[str, float], margin_db: float) -> dict:
-    """Score the new version and the current champion on the same images; move the alias when the new one beats
-    every baseline's PSNR (`baselines`: name -> PSNR on these images) by `margin_db` and the champion's RMSE.
+    """Score the new version and, when it beats every baseline's PSNR (`baselines`: name -> PSNR on these images) by
+    `margin_db`, the current champion on the same images; move the alias when it also beats the champion's RMSE.
     Otherwise the version keeps a `not_promoted` tag saying why."""
     client = MlflowClient()
     new_rmse, new_psnr = pyfunc_scores(f"models:/{name}/{version}", gray, truth_rgb)
@@ -56,14 +56,14 @@ def promote_if_better(name: str, version: str, gray: np.ndarray, truth_rgb: np.n
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         champion = None
+    losses = [f"{base} {psnr:.2f} dB" for base, psnr in baselines.items() if not new_psnr >= psnr + margin_db]
     old = None
-    if champion:
+    if champion and not losses:  # a version that loses to doing nothing is kept out whatever the champion scores
         try:
             old = pyfunc_scores(f"models:/{name}@{CHAMPION}", gray, truth_rgb)[0]
         except Exception as exc:  # whatever the flavour raises for a model whose layers the code no longer has
             log.warning("registry: champion v%s no longer loads (%s): the new version is judged on the baselines "
                         "alone", champion.version, str(exc).splitlines()[0][:200])
-    losses = [f"{base} {psnr:.2f} dB" for base, psnr in baselines.items() if not new_psnr >= psnr + margin_db]
     if losses:
         reason = f"PSNR {new_psnr:.2f} dB does not beat {' and '.join(losses)} by {margin_db} dB"
     elif old is not None and not new_rmse < old:
