@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 from tests.conftest import ROOT
@@ -45,3 +47,21 @@ def copy_repo(dest: Path) -> Path:
 
 def dvc(*args: str, cwd: Path, check: bool = True, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "dvc", *args], cwd, check=check, env=env() | (env_extra or {}))
+
+
+# Where MLflow's sqlite store records absolute artifact locations (src/training/tracking.py puts them beside it)
+ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                    ("logged_models", "artifact_location"), ("model_versions", "storage_location"))
+
+
+def variant(built: Path, tmp_path: Path) -> Path:
+    """A copy of a built repo (its DVC cache, data and MLflow store too): only changed stages rerun. The store's
+    artifact locations move with it: left absolute, the copy's runs would write into the original while other
+    tests copy it (a fresh clone's run once failed on a staging file that vanished mid-copy)."""
+    repo = tmp_path / "variant"
+    shutil.copytree(built, repo, symlinks=True)
+    if (repo / "mlflow.db").exists():
+        with closing(sqlite3.connect(repo / "mlflow.db")) as db, db:
+            for table, column in ARTIFACT_COLUMNS:
+                db.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)", (str(built), str(repo)))
+    return repo

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from src import gate
 from src.core.params import EvaluateParams
 from src.model import release
 from tests.conftest import SHARED_DATA, noise, shared_folder
-from tests.repo import copy_repo, dvc, run
+from tests.repo import copy_repo, dvc, run, variant
 from tests.services import unavailable
 
 CHROMIUM = "/usr/bin/chromium"
@@ -33,13 +32,6 @@ def set_params(repo: Path, *pairs: str) -> None:
 
 def fail_lines(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in result.stdout.splitlines() if line.startswith("gate: FAIL ") and "checks failed" not in line]
-
-
-def variant(reproduced: Path, tmp_path: Path) -> Path:
-    """A copy of the reproduced repo (its DVC cache, data and MLflow store too): only changed stages rerun."""
-    repo = tmp_path / "variant"
-    shutil.copytree(reproduced, repo, symlinks=True)
-    return repo
 
 
 @pytest.mark.slow
@@ -76,7 +68,9 @@ def test_a_real_regression_fails_the_gate(reproduced, tmp_path, regression):
         path.write_text(wrong)
     zero_lr = ["train.learning_rate=0.0"] if regression.startswith("params") else []
     set_params(repo, *GATE_ONLY, *zero_lr)
+    store = sorted((reproduced / "mlruns").rglob("*"))
     dvc("repro", cwd=repo)
+    assert sorted((reproduced / "mlruns").rglob("*")) == store  # the copy's run wrote to its own store
     failed = run(GATE, repo, check=False)
     assert failed.returncode == 1, failed.stdout
     reasons = fail_lines(failed)

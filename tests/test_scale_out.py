@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from src import tune
 from tests.conftest import ROOT, photo
-from tests.repo import dvc, env
+from tests.repo import dvc, env, variant
 from tests.repo import run as run_cmd
 from tests.services import invoke, mlflow_server, model_server
 from tests.test_gate import set_params
@@ -133,8 +132,7 @@ def test_two_logical_devices_split_the_batch_and_match_one_device(tiny_shards, t
 def test_the_pipeline_and_serving_through_an_mlflow_server_on_postgres(reproduced, tmp_path, pg_databases):
     """The team setup of docs/scaling.md: MLflow server on PostgreSQL (proxied artifacts). The clone already ran
     `dvc repro` once (with a local store): training again, forced, gives the same model's figures."""
-    repo = tmp_path / "repo"
-    shutil.copytree(reproduced, repo, symlinks=True)
+    repo = variant(reproduced, tmp_path)
     first = json.loads((repo / "reports" / "eval.json").read_text())
     # the 5-photo model loses to both baselines and would be kept out of `champion` (tests/stages/test_evaluate.py);
     # this test is about the machinery, so it lets the model through, and does not score the released model beside it
@@ -196,8 +194,7 @@ def params_of(repo: Path) -> dict:
 def test_a_dvc_remote_carries_outputs_and_experiments_to_a_fresh_clone(reproduced, tmp_path):
     origin, storage = tmp_path / "origin.git", tmp_path / "dvc-storage"  # stand-ins for a git host and S3
     run_cmd(["git", "init", "-q", "--bare", str(origin)], tmp_path)
-    first = tmp_path / "first"
-    shutil.copytree(reproduced, first, symlinks=True)
+    first = variant(reproduced, tmp_path)
     dvc("remote", "add", "-d", "storage", str(storage), cwd=first)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     run_cmd(git + ["add", "-A"], first)

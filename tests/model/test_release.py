@@ -131,8 +131,7 @@ def test_publish_packs_a_named_base_without_scores_and_it_colours_as_the_trained
     import json
     import sys
 
-    from tests.repo import run
-    from tests.test_gate import variant
+    from tests.repo import run, variant
 
     repo = variant(reproduced, tmp_path)
     card_before = (repo / "release" / "MODEL_CARD.md").read_text()
