@@ -149,7 +149,7 @@ def tiny_shards(tmp_path_factory):
 def reproduced(tmp_path_factory, worker_id) -> Path:
     """The default pipeline reproduced once in a copy of the repository, as a user runs it (`dvc repro`); its
     output is in repro.log. One build serves all pytest-xdist workers: the first to get here builds it under a
-    file lock, the others wait for it. Tests never change it: they work on a copy (tests.test_gate.variant)."""
+    file lock, the others wait for it. Tests never change it: they work on a copy (tests.repo.variant)."""
     from filelock import FileLock
 
     if worker_id == "master":  # no xdist

@@ -49,7 +49,22 @@ def connect(uri: str, experiment: str) -> str:
             mlflow.create_experiment(experiment, artifact_location=artifact_location(uri))
         except mlflow.exceptions.MlflowException:  # a concurrent worker created it a moment ago
             pass
-    return mlflow.set_experiment(experiment).experiment_id
+    chosen = mlflow.set_experiment(experiment)
+    warn_if_moved(uri, chosen)
+    return chosen.experiment_id
+
+
+def warn_if_moved(uri: str, experiment) -> None:
+    """MLflow keeps an experiment's artifact location absolute: in a copied or moved project, the runs would write
+    their artifacts into the old folder (or fail where it is gone) while the store beside them holds the rest."""
+    if not uri.startswith("sqlite:///"):
+        return
+    home = Path(uri.removeprefix("sqlite:///")).parent
+    where = experiment.artifact_location.removeprefix("file://")
+    if not Path(where).is_relative_to(home):
+        log.warning("experiment %r keeps its artifacts in %s, outside %s: this MLflow store was copied or moved "
+                    "there, and its runs' images and models would land in the old folder; start a fresh store "
+                    "(move mlflow.db and mlruns/ aside) or set train.tracking_uri", experiment.name, where, home)
 
 
 def artifact_location(uri: str) -> str | None:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +22,7 @@ from src.core.params import ModelParams, TrainParams
 from src.data import colour
 from src.stages import train
 from src.training import fit
-from src.training.tracking import TrackingUnavailable
+from src.training.tracking import TrackingUnavailable, connect
 from tests.repo import copy_repo, dvc, env
 from tests.services import free_port, mlflow_server
 
@@ -166,6 +168,18 @@ def test_the_same_run_through_a_real_tracking_server(tiny_shards, tmp_path, trac
     run_stage(tiny_shards, tmp_path, tracking_server)
     mlflow.set_tracking_uri(tracking_server)
     check_run(tracking_server, tmp_path)
+
+
+def test_a_copied_tracking_store_says_where_its_runs_would_write(tmp_path, caplog):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    connect(f"sqlite:///{first / 'mlflow.db'}", "colorizer")
+    shutil.copytree(first, second)  # the experiment's artifact location stays first/mlruns
+    with caplog.at_level(logging.WARNING, logger="src.training.tracking"):
+        connect(f"sqlite:///{first / 'mlflow.db'}", "colorizer")
+        assert caplog.text == ""
+        connect(f"sqlite:///{second / 'mlflow.db'}", "colorizer")
+    assert f"'colorizer' keeps its artifacts in {first / 'mlruns'}, outside {second}" in caplog.text
 
 
 def test_an_unreachable_tracking_server_fails_before_training(tiny_shards, tmp_path):
