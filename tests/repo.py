@@ -1,6 +1,7 @@
 """A throwaway copy of this repository (working tree, committed into a fresh git repo) for real DVC runs."""
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import sqlite3
@@ -62,6 +63,7 @@ def variant(built: Path, tmp_path: Path) -> Path:
     shutil.copytree(built, repo, symlinks=True)
     if (repo / "mlflow.db").exists():
         with closing(sqlite3.connect(repo / "mlflow.db")) as db, db:
-            for table, column in ARTIFACT_COLUMNS:
-                db.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)", (str(built), str(repo)))
+            for (table, column), moved in itertools.product(ARTIFACT_COLUMNS, ((str(built), str(repo)),
+                                                                              (built.as_uri(), repo.as_uri()))):
+                db.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)", moved)
     return repo

@@ -59,9 +59,11 @@ def warn_if_moved(uri: str, experiment) -> None:
     their artifacts into the old folder (or fail where it is gone) while the store beside them holds the rest."""
     if not uri.startswith("sqlite:///"):
         return
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
     home = Path(uri.removeprefix("sqlite:///")).parent
-    where = experiment.artifact_location.removeprefix("file://")
-    if not Path(where).is_relative_to(home):
+    where = Path(local_file_uri_to_path(experiment.artifact_location))
+    if where.is_absolute() and not where.is_relative_to(home):
         log.warning("experiment %r keeps its artifacts in %s, outside %s: this MLflow store was copied or moved "
                     "there, and its runs' images and models would land in the old folder; start a fresh store "
                     "(move mlflow.db and mlruns/ aside) or set train.tracking_uri", experiment.name, where, home)

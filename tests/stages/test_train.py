@@ -171,7 +171,7 @@ def test_the_same_run_through_a_real_tracking_server(tiny_shards, tmp_path, trac
 
 
 def test_a_copied_tracking_store_says_where_its_runs_would_write(tmp_path, caplog):
-    first, second = tmp_path / "first", tmp_path / "second"
+    first, second = tmp_path / "my project", tmp_path / "my project 2"  # a space: the location is a file URI
     first.mkdir()
     connect(f"sqlite:///{first / 'mlflow.db'}", "colorizer")
     shutil.copytree(first, second)  # the experiment's artifact location stays first/mlruns
