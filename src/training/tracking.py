@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import mlflow
 import numpy as np
+from mlflow.utils.file_utils import local_file_uri_to_path
 
 from src.core.paths import ROOT, tracking_uri
 from src.data.shards import MANIFEST, ShardSet
@@ -57,11 +58,9 @@ def connect(uri: str, experiment: str) -> str:
 def warn_if_moved(uri: str, experiment) -> None:
     """MLflow keeps an experiment's artifact location absolute: in a copied or moved project, the runs would write
     their artifacts into the old folder (or fail where it is gone) while the store beside them holds the rest."""
-    if not uri.startswith("sqlite:///"):
+    home = store_folder(uri)
+    if home is None:  # a server keeps its own artifact store
         return
-    from mlflow.utils.file_utils import local_file_uri_to_path
-
-    home = Path(uri.removeprefix("sqlite:///")).parent
     where = Path(local_file_uri_to_path(experiment.artifact_location))
     if where.is_absolute() and not where.is_relative_to(home):
         log.warning("experiment %r keeps its artifacts in %s, outside %s: this MLflow store was copied or moved "
@@ -69,12 +68,16 @@ def warn_if_moved(uri: str, experiment) -> None:
                     "(move mlflow.db and mlruns/ aside) or set train.tracking_uri", experiment.name, where, home)
 
 
+def store_folder(uri: str) -> Path | None:
+    """The folder holding a sqlite store's database; None for a server."""
+    return Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else None
+
+
 def artifact_location(uri: str) -> str | None:
     """Beside the database for a sqlite store (MLflow's default, ./mlruns, follows whatever directory runs it);
     the server's own default otherwise."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///")).parent / "mlruns").as_uri()
-    return None
+    home = store_folder(uri)
+    return (home / "mlruns").as_uri() if home else None
 
 
 def log_run_context(params: dict, shards: ShardSet) -> None:
